@@ -1,0 +1,5 @@
+//! The Agones allocation processor as tower middleware.
+
+pub mod allocator;
+pub mod proto;
+pub mod status;
