@@ -1,0 +1,272 @@
+//! The stream driver: the background task that talks to the processor.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tracing::Instrument;
+
+use super::{Error, queue::Queue};
+use crate::{
+    HEALTH_SERVICE_NAME,
+    proto::{
+        BatchRequest, BatchResponse, ProcessorMessage, processor_client::ProcessorClient,
+        processor_message::Payload, response_wrapper,
+    },
+    status::status_from_rpc,
+};
+
+/// How long the health check before each connection may take, as upstream.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Messages the driver may have written and the transport not yet taken. The driver writes
+/// at most one batch per pull, so a short queue is enough.
+const OUTBOUND_CAPACITY: usize = 8;
+
+type BoxError = tower::BoxError;
+
+/// Counters kept by the driver, readable through [`ClientStats`](super::ClientStats).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) pulls: AtomicU64,
+    pub(crate) batches_sent: AtomicU64,
+    pub(crate) requests_sent: AtomicU64,
+    pub(crate) answers: AtomicU64,
+    pub(crate) connects: AtomicU64,
+}
+
+/// What the driver needs, built by the client builder.
+pub(crate) struct DriverConfig {
+    pub(crate) client_id: String,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) max_batch_size: usize,
+    pub(crate) reconnect_interval: Duration,
+    pub(crate) queue: Queue,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shutdown: oneshot::Receiver<()>,
+}
+
+/// The background task of a [processor client](super::ProcessorClient): connects to the
+/// processor, registers, answers its pulls with the queued requests and routes the answers
+/// back to the waiting calls, reconnecting whenever the stream ends.
+///
+/// It must be spawned (or awaited) for calls to be answered; [`Builder::spawn`] does that.
+/// It returns once every handle on its client is dropped, after failing the requests it still
+/// holds with [`Error::Closed`].
+///
+/// [`Builder::spawn`]: super::Builder::spawn
+#[must_use = "the driver does nothing unless spawned or awaited"]
+pub struct Driver {
+    future: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+impl Driver {
+    pub(crate) fn new(config: DriverConfig) -> Self {
+        let span = tracing::info_span!("processor_client", client_id = %config.client_id);
+        Self {
+            future: Box::pin(run(config).instrument(span)),
+        }
+    }
+}
+
+async fn run(mut config: DriverConfig) {
+    let mut session = Session {
+        client_id: config.client_id,
+        max_batch_size: config.max_batch_size,
+        queue: config.queue,
+        counters: config.counters,
+        next_batch_id: 0,
+    };
+    let mut last_failure: Option<String> = None;
+    loop {
+        let ended = tokio::select! {
+            ended = session.run(&config.endpoint) => ended,
+            _ = &mut config.shutdown => break,
+        };
+
+        // Requests sent on the stream that just ended may or may not have been allocated;
+        // their callers learn that now rather than at their timeout.
+        let failed = session.queue.fail_in_flight();
+        if failed > 0 {
+            tracing::warn!(requests = failed, "stream ended with requests in flight");
+        }
+        match ended {
+            Ok(()) => tracing::info!("processor ended the stream"),
+            Err(error) => {
+                // Log a failure once, not once per retry, while it keeps recurring.
+                let text = error.to_string();
+                if last_failure.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(error = %text, "processor unreachable, retrying");
+                } else {
+                    tracing::debug!(error = %text, "processor still unreachable");
+                }
+                last_failure = Some(text);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.reconnect_interval) => {}
+            _ = &mut config.shutdown => break,
+        }
+    }
+    tracing::debug!("client dropped, driver stopping");
+    session.queue.close();
+}
+
+/// One connection's worth of driver state.
+struct Session {
+    client_id: String,
+    max_batch_size: usize,
+    queue: Queue,
+    counters: Arc<Counters>,
+    next_batch_id: u64,
+}
+
+impl Session {
+    /// Connects, checks health, registers, then serves pulls until the stream ends.
+    async fn run(&mut self, endpoint: &Endpoint) -> Result<(), BoxError> {
+        let channel = endpoint.connect().await?;
+        check_health(channel.clone()).await?;
+
+        // Registration goes into the outbound stream before the call is made: a processor
+        // may send no response headers until it has a message to send.
+        let (outbound, receiver) = mpsc::channel(OUTBOUND_CAPACITY);
+        outbound
+            .try_send(self.message(None))
+            .expect("a new channel has room");
+        let mut inbound = ProcessorClient::new(channel)
+            .stream_batches(ReceiverStream::new(receiver))
+            .await?
+            .into_inner();
+        self.counters.connects.fetch_add(1, Relaxed);
+        tracing::info!("connected to processor");
+
+        while let Some(message) = inbound.message().await? {
+            self.handle(message, &outbound).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        message: ProcessorMessage,
+        outbound: &mpsc::Sender<ProcessorMessage>,
+    ) {
+        match message.payload {
+            Some(Payload::Pull(_)) => self.answer_pull(outbound).await,
+            Some(Payload::BatchResponse(batch)) => self.route(batch),
+            Some(Payload::BatchRequest(_)) | None => {
+                tracing::warn!("ignoring a message a processor should not send");
+            }
+        }
+    }
+
+    /// Sends the queued requests as one batch; an empty queue sends nothing.
+    async fn answer_pull(&mut self, outbound: &mpsc::Sender<ProcessorMessage>) {
+        self.counters.pulls.fetch_add(1, Relaxed);
+        let requests = self.queue.take_batch(self.max_batch_size);
+        if requests.is_empty() {
+            return;
+        }
+        let batch_id = self.next_batch_id.to_string();
+        self.next_batch_id += 1;
+        let size = requests.len();
+        tracing::debug!(batch_id, size, "sending batch");
+
+        let message = self.message(Some(Payload::BatchRequest(BatchRequest {
+            batch_id,
+            requests,
+        })));
+        match outbound.send(message).await {
+            Ok(()) => {
+                self.counters.batches_sent.fetch_add(1, Relaxed);
+                self.counters.requests_sent.fetch_add(size as u64, Relaxed);
+            }
+            // The stream is gone and the batch never left: its requests wait for the next one.
+            Err(mpsc::error::SendError(message)) => {
+                if let Some(Payload::BatchRequest(batch)) = message.payload {
+                    self.queue.requeue(batch.requests);
+                }
+            }
+        }
+    }
+
+    /// Hands each answer of a batch to the call waiting for it.
+    fn route(&self, batch: BatchResponse) {
+        tracing::debug!(
+            batch_id = batch.batch_id,
+            size = batch.responses.len(),
+            "batch answered"
+        );
+        for wrapper in batch.responses {
+            let answer = match wrapper.result {
+                Some(response_wrapper::Result::Response(response)) => Ok(response),
+                Some(response_wrapper::Result::Error(status)) => {
+                    Err(Error::Allocation(status_from_rpc(status)))
+                }
+                None => Err(Error::Allocation(tonic::Status::internal(
+                    "processor answered with neither a response nor an error",
+                ))),
+            };
+            if self.queue.answer(&wrapper.request_id, answer) {
+                self.counters.answers.fetch_add(1, Relaxed);
+            } else {
+                tracing::debug!(
+                    request_id = wrapper.request_id,
+                    "dropping answer nobody waits for"
+                );
+            }
+        }
+    }
+
+    fn message(&self, payload: Option<Payload>) -> ProcessorMessage {
+        ProcessorMessage {
+            client_id: self.client_id.clone(),
+            payload,
+        }
+    }
+}
+
+/// Succeeds when the processor reports itself serving.
+async fn check_health(channel: Channel) -> Result<(), BoxError> {
+    let request = HealthCheckRequest {
+        service: HEALTH_SERVICE_NAME.to_owned(),
+    };
+    let mut health = HealthClient::new(channel);
+    let status = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, health.check(request))
+        .await
+        .map_err(|_| "health check timed out")??
+        .into_inner()
+        .status();
+    if status != ServingStatus::Serving {
+        return Err(format!("processor health is {}", status.as_str_name()).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+use std::{fmt, time::Duration};
+
+use tonic::Code;
+
+/// Why a call through the processor client failed.
+///
+/// Converts into [`tonic::Status`] with the codes of the Agones processor client, so the client
+/// can be called from a tonic handler and its error returned unchanged.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// No answer arrived within the allocation timeout. Maps to `DeadlineExceeded`.
+    Timeout(Duration),
+    /// The request was sent but the stream ended before its answer arrived, so whether a game
+    /// server was allocated for it is unknown. Maps to `Unavailable`.
+    OutcomeUnknown,
+    /// The client was shut down, or its driver stopped, before the request was answered.
+    /// Maps to `Unavailable`.
+    Closed,
+    /// The processor answered the request with an error: the allocator's code and message,
+    /// for example `ResourceExhausted` when no game server matched.
+    Allocation(tonic::Status),
+}
+
+impl Error {
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Timeout(_) => Code::DeadlineExceeded,
+            Self::OutcomeUnknown | Self::Closed => Code::Unavailable,
+            Self::Allocation(status) => status.code(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(after) => write!(f, "allocation timeout after {after:?}"),
+            Self::OutcomeUnknown => {
+                f.write_str("processor stream ended before the answer arrived; outcome unknown")
+            }
+            Self::Closed => f.write_str("processor client closed"),
+            Self::Allocation(status) => write!(f, "allocation failed: {}", status.message()),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Allocation(status) => status,
+            other => tonic::Status::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_to_status_codes() {
+        let cases = [
+            (
+                Error::Timeout(Duration::from_secs(30)),
+                Code::DeadlineExceeded,
+                "30s",
+            ),
+            (Error::OutcomeUnknown, Code::Unavailable, "outcome unknown"),
+            (Error::Closed, Code::Unavailable, "closed"),
+            (
+                Error::Allocation(tonic::Status::resource_exhausted("no game server matched")),
+                Code::ResourceExhausted,
+                "no game server matched",
+            ),
+        ];
+        for (error, code, text) in cases {
+            assert_eq!(error.code(), code, "{error}");
+            let status = tonic::Status::from(error);
+            assert_eq!(status.code(), code);
+            assert!(
+                status.message().contains(text),
+                "{:?} lacks {text:?}",
+                status.message()
+            );
+        }
+    }
+
+    #[test]
+    fn allocation_status_passes_through_unchanged() {
+        let status = tonic::Status::aborted("contended");
+        let converted = tonic::Status::from(Error::Allocation(status.clone()));
+        assert_eq!(converted.code(), status.code());
+        assert_eq!(converted.message(), status.message());
+    }
+}

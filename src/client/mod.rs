@@ -1,0 +1,27 @@
+//! The processor client: a batching `tower::Service<AllocationRequest>` fed by processor pulls.
+//!
+//! ```text
+//! caller ─► Timeout ─► Buffer ─► Batch ─► queue ─► (pulled) ─► processor
+//!                                   ▲                              │
+//!                                   └──────── Driver ◄─────────────┘ answers
+//! ```
+//!
+//! [`ProcessorClient`] is the stack users call; [`Batch`] is the batching service inside it;
+//! the [`Driver`] is the background task that owns the gRPC stream. Every call ends exactly
+//! once: with the processor's answer, with [`Error::Timeout`] at the allocation timeout, with
+//! [`Error::OutcomeUnknown`] as soon as the stream carrying it breaks, or with
+//! [`Error::Closed`] when the client shuts down. Requests not yet sent when a stream breaks
+//! wait for the next one.
+
+mod batch;
+mod builder;
+mod driver;
+mod error;
+mod queue;
+mod service;
+
+pub use batch::{Batch, ResponseFuture as BatchFuture};
+pub use builder::Builder;
+pub use driver::Driver;
+pub use error::Error;
+pub use service::{ClientStats, ProcessorClient, ResponseFuture};

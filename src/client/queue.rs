@@ -1,0 +1,358 @@
+//! The state shared by the batching service and the stream driver.
+//!
+//! Requests wait in `queued` until a pull takes them; a pull moves them to `in_flight`, keyed
+//! by request id, until their answer arrives. Callers hold the receiving half of a oneshot
+//! channel; the queue holds the sending half, so whoever ends a call (answer, stream break,
+//! shutdown) does it by sending once, and a call whose caller went away is recognised by its
+//! closed channel.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, Waker},
+};
+
+use tokio::sync::oneshot;
+
+use super::Error;
+use crate::proto::{AllocationRequest, AllocationResponse, RequestWrapper};
+
+pub(crate) type Answer = Result<AllocationResponse, Error>;
+
+/// A request waiting for a pull.
+#[derive(Debug)]
+struct Queued {
+    id: u64,
+    request: AllocationRequest,
+    answer: oneshot::Sender<Answer>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queued: VecDeque<Queued>,
+    in_flight: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Slots promised by `poll_ready` and not yet used by `call`.
+    reserved: usize,
+    /// Tasks waiting in `poll_ready` for a free slot.
+    waiting: Vec<Waker>,
+    next_id: u64,
+    closed: bool,
+}
+
+impl State {
+    fn wake_waiting(&mut self) {
+        for waker in self.waiting.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// Handle on the shared request queue; clones share one queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
+    state: Arc<Mutex<State>>,
+    capacity: usize,
+}
+
+impl Queue {
+    /// A queue holding at most `capacity` requests that wait for a pull.
+    pub(crate) fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "the queue capacity must be at least 1");
+        Self {
+            state: Arc::default(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state consistent: every method makes its
+        // change in one step, so a poisoned lock is still safe to use.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reserves a slot for one request, or registers the task to be woken when one frees up.
+    pub(crate) fn poll_reserve(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut state = self.lock();
+        if state.closed {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        if state.queued.len() + state.reserved < self.capacity {
+            state.reserved += 1;
+            return Poll::Ready(Ok(()));
+        }
+        if !state.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+            state.waiting.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Gives back a slot reserved by [`Queue::poll_reserve`] and never used.
+    pub(crate) fn release(&self) {
+        let mut state = self.lock();
+        state.reserved -= 1;
+        state.wake_waiting();
+    }
+
+    /// Queues a request in a reserved slot; returns its id and where its answer will arrive.
+    pub(crate) fn push(
+        &self,
+        request: AllocationRequest,
+    ) -> Result<(u64, oneshot::Receiver<Answer>), Error> {
+        let mut state = self.lock();
+        state.reserved -= 1;
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let (answer, receiver) = oneshot::channel();
+        state.queued.push_back(Queued {
+            id,
+            request,
+            answer,
+        });
+        Ok((id, receiver))
+    }
+
+    /// Forgets a request whose caller stopped waiting, so it is never sent, or, if it was,
+    /// so its answer is dropped.
+    pub(crate) fn abandon(&self, id: u64) {
+        let mut state = self.lock();
+        if let Some(position) = state.queued.iter().position(|queued| queued.id == id) {
+            state.queued.remove(position);
+            state.wake_waiting();
+        } else {
+            state.in_flight.remove(&id);
+        }
+    }
+
+    /// Takes up to `max` queued requests, oldest first, skipping those nobody waits for, and
+    /// marks them in flight.
+    pub(crate) fn take_batch(&self, max: usize) -> Vec<RequestWrapper> {
+        let mut state = self.lock();
+        let mut batch = Vec::with_capacity(max.min(state.queued.len()));
+        while batch.len() < max {
+            let Some(queued) = state.queued.pop_front() else {
+                break;
+            };
+            if queued.answer.is_closed() {
+                continue;
+            }
+            batch.push(RequestWrapper {
+                request_id: queued.id.to_string(),
+                request: Some(queued.request),
+            });
+            state.in_flight.insert(queued.id, queued.answer);
+        }
+        state.wake_waiting();
+        batch
+    }
+
+    /// Puts a batch that could not be sent back at the front of the queue, in its order.
+    pub(crate) fn requeue(&self, batch: Vec<RequestWrapper>) {
+        let mut state = self.lock();
+        for wrapper in batch.into_iter().rev() {
+            let Ok(id) = wrapper.request_id.parse() else {
+                continue;
+            };
+            let Some(answer) = state.in_flight.remove(&id) else {
+                continue;
+            };
+            let request = wrapper.request.unwrap_or_default();
+            state.queued.push_front(Queued {
+                id,
+                request,
+                answer,
+            });
+        }
+    }
+
+    /// Ends the in-flight request `request_id` with `answer`.
+    ///
+    /// Returns `false` when no call waits for that id: it was never sent, was already
+    /// answered, or its caller gave up.
+    pub(crate) fn answer(&self, request_id: &str, answer: Answer) -> bool {
+        let Ok(id) = request_id.parse::<u64>() else {
+            return false;
+        };
+        let Some(sender) = self.lock().in_flight.remove(&id) else {
+            return false;
+        };
+        sender.send(answer).is_ok()
+    }
+
+    /// Fails every in-flight request: the stream that carried them ended.
+    pub(crate) fn fail_in_flight(&self) -> usize {
+        let in_flight = std::mem::take(&mut self.lock().in_flight);
+        let count = in_flight.len();
+        for (_, sender) in in_flight {
+            let _ = sender.send(Err(Error::OutcomeUnknown));
+        }
+        count
+    }
+
+    /// Closes the queue: new calls fail, and every queued and in-flight request fails with
+    /// [`Error::Closed`].
+    pub(crate) fn close(&self) {
+        let (queued, in_flight) = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.wake_waiting();
+            (
+                std::mem::take(&mut state.queued),
+                std::mem::take(&mut state.in_flight),
+            )
+        };
+        for queued in queued {
+            let _ = queued.answer.send(Err(Error::Closed));
+        }
+        for (_, sender) in in_flight {
+            let _ = sender.send(Err(Error::Closed));
+        }
+    }
+
+    /// How many requests wait for a pull.
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queued.len()
+    }
+
+    /// How many requests were sent and wait for their answer.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.lock().in_flight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    fn reserve(queue: &Queue) -> Poll<Result<(), Error>> {
+        queue.poll_reserve(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn request(namespace: &str) -> AllocationRequest {
+        AllocationRequest {
+            namespace: namespace.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn not_ready_while_full() {
+        let queue = Queue::new(2);
+        assert!(reserve(&queue).is_ready());
+        assert!(reserve(&queue).is_ready());
+        assert!(reserve(&queue).is_pending(), "two slots reserved");
+
+        queue.release();
+        assert!(reserve(&queue).is_ready(), "a released slot is free again");
+    }
+
+    #[test]
+    fn batch_takes_oldest_first_up_to_max() {
+        let queue = Queue::new(3);
+        let mut receivers = Vec::new();
+        for namespace in ["a", "b", "c"] {
+            assert!(reserve(&queue).is_ready());
+            receivers.push(queue.push(request(namespace)).unwrap());
+        }
+        let batch = queue.take_batch(2);
+        let namespaces: Vec<_> = batch
+            .iter()
+            .map(|w| w.request.as_ref().unwrap().namespace.as_str())
+            .collect();
+        assert_eq!(namespaces, ["a", "b"]);
+        assert_eq!((queue.queued(), queue.in_flight()), (1, 2));
+    }
+
+    #[test]
+    fn abandoned_request_is_never_sent() {
+        let queue = Queue::new(2);
+        assert!(reserve(&queue).is_ready());
+        let (id, _receiver) = queue.push(request("gone")).unwrap();
+        assert!(reserve(&queue).is_ready());
+        let (_, kept) = queue.push(request("kept")).unwrap();
+
+        queue.abandon(id);
+        let batch = queue.take_batch(10);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].request.as_ref().unwrap().namespace, "kept");
+        drop(kept);
+    }
+
+    #[test]
+    fn dropped_receiver_is_skipped_at_pull() {
+        let queue = Queue::new(1);
+        assert!(reserve(&queue).is_ready());
+        let (_, receiver) = queue.push(request("gone")).unwrap();
+        drop(receiver);
+        assert!(queue.take_batch(10).is_empty());
+    }
+
+    #[test]
+    fn answers_route_by_id_once() {
+        let queue = Queue::new(1);
+        assert!(reserve(&queue).is_ready());
+        let (_, mut receiver) = queue.push(request("a")).unwrap();
+        let batch = queue.take_batch(1);
+
+        let id = &batch[0].request_id;
+        assert!(queue.answer(id, Ok(AllocationResponse::default())));
+        assert!(
+            !queue.answer(id, Ok(AllocationResponse::default())),
+            "a duplicate is dropped"
+        );
+        assert!(!queue.answer("not-a-number", Ok(AllocationResponse::default())));
+        assert!(receiver.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn requeued_batch_goes_out_first_in_order() {
+        let queue = Queue::new(3);
+        let mut receivers = Vec::new();
+        for namespace in ["a", "b", "c"] {
+            assert!(reserve(&queue).is_ready());
+            receivers.push(queue.push(request(namespace)).unwrap());
+        }
+        let batch = queue.take_batch(2);
+        queue.requeue(batch);
+        let again: Vec<_> = queue
+            .take_batch(3)
+            .into_iter()
+            .map(|w| w.request.unwrap().namespace)
+            .collect();
+        assert_eq!(again, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn stream_end_fails_in_flight_but_keeps_queued() {
+        let queue = Queue::new(2);
+        assert!(reserve(&queue).is_ready());
+        let (_, mut sent) = queue.push(request("sent")).unwrap();
+        queue.take_batch(1);
+        assert!(reserve(&queue).is_ready());
+        let (_, mut waiting) = queue.push(request("waiting")).unwrap();
+
+        assert_eq!(queue.fail_in_flight(), 1);
+        assert!(matches!(sent.try_recv(), Ok(Err(Error::OutcomeUnknown))));
+        assert!(
+            waiting.try_recv().is_err(),
+            "the queued request still waits"
+        );
+        assert_eq!(queue.queued(), 1);
+    }
+
+    #[test]
+    fn close_fails_everything_and_refuses_new_calls() {
+        let queue = Queue::new(2);
+        assert!(reserve(&queue).is_ready());
+        let (_, mut queued) = queue.push(request("a")).unwrap();
+        queue.close();
+        assert!(matches!(queued.try_recv(), Ok(Err(Error::Closed))));
+        assert!(matches!(reserve(&queue), Poll::Ready(Err(Error::Closed))));
+    }
+}

@@ -1,0 +1,176 @@
+//! The client service users call.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use tokio::sync::oneshot;
+use tower::{BoxError, buffer::Buffer, timeout::Timeout};
+use tower_service::Service;
+
+use super::{Builder, Error, batch, driver::Counters, queue::Queue};
+use crate::proto::{AllocationRequest, AllocationResponse};
+
+type Inner = Timeout<Buffer<AllocationRequest, batch::ResponseFuture>>;
+
+/// A processor client: a `tower::Service<AllocationRequest>` whose calls are answered by a
+/// remote processor that pulls them in batches.
+///
+/// Built by [`ProcessorClient::builder`] as `Timeout` → `Buffer` → [`Batch`](super::Batch).
+/// Clones share one queue, one stream and one driver; the driver stops when the last clone is
+/// dropped.
+///
+/// # Backpressure
+///
+/// `poll_ready` is tower's `Buffer` readiness: it reserves a place in the buffer, which is
+/// released by `call` or by dropping the client. The buffer is full once the batching queue
+/// holds `max_batch_size` requests and `buffer_size` more wait in front of it; callers then
+/// wait until a pull drains the queue or queued calls give up. The allocation timeout counts
+/// from `call`, not from readiness.
+#[derive(Debug, Clone)]
+pub struct ProcessorClient {
+    inner: Inner,
+    allocation_timeout: Duration,
+    shared: Arc<Shared>,
+}
+
+/// What the clones of one client share; dropping the last one stops the driver.
+#[derive(Debug)]
+struct Shared {
+    client_id: String,
+    queue: Queue,
+    counters: Arc<Counters>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+/// A snapshot of a client's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Requests waiting for a pull.
+    pub queued: usize,
+    /// Requests sent and waiting for their answer.
+    pub in_flight: usize,
+    /// Pulls received from the processor.
+    pub pulls: u64,
+    /// Batches sent.
+    pub batches_sent: u64,
+    /// Requests sent in those batches.
+    pub requests_sent: u64,
+    /// Answers handed to a waiting call.
+    pub answers: u64,
+    /// Streams established (the first connection and every reconnection).
+    pub connects: u64,
+}
+
+impl ProcessorClient {
+    /// A builder for a client of the processor at `processor_address`, such as
+    /// `http://127.0.0.1:9090`.
+    pub fn builder(processor_address: impl Into<String>) -> Builder {
+        Builder::new(processor_address)
+    }
+
+    pub(crate) fn new(
+        inner: Inner,
+        allocation_timeout: Duration,
+        client_id: String,
+        queue: Queue,
+        counters: Arc<Counters>,
+        shutdown: oneshot::Sender<()>,
+    ) -> Self {
+        let shared = Shared {
+            client_id,
+            queue,
+            counters,
+            _shutdown: shutdown,
+        };
+        Self {
+            inner,
+            allocation_timeout,
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The id this client registers with.
+    pub fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    /// The client's counters now.
+    pub fn stats(&self) -> ClientStats {
+        let counters = &self.shared.counters;
+        ClientStats {
+            queued: self.shared.queue.queued(),
+            in_flight: self.shared.queue.in_flight(),
+            pulls: counters.pulls.load(Relaxed),
+            batches_sent: counters.batches_sent.load(Relaxed),
+            requests_sent: counters.requests_sent.load(Relaxed),
+            answers: counters.answers.load(Relaxed),
+            connects: counters.connects.load(Relaxed),
+        }
+    }
+
+    /// Allocates a game server: waits for readiness, then calls.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`].
+    pub async fn allocate(&self, request: AllocationRequest) -> Result<AllocationResponse, Error> {
+        tower::ServiceExt::oneshot(self.clone(), request).await
+    }
+}
+
+impl Service<AllocationRequest> for ProcessorClient {
+    type Response = AllocationResponse;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let timeout = self.allocation_timeout;
+        self.inner
+            .poll_ready(cx)
+            .map_err(|error| from_box(error, timeout))
+    }
+
+    fn call(&mut self, request: AllocationRequest) -> ResponseFuture {
+        ResponseFuture {
+            inner: self.inner.call(request),
+            allocation_timeout: self.allocation_timeout,
+        }
+    }
+}
+
+/// The future of one [`ProcessorClient`] call.
+#[pin_project::pin_project]
+#[derive(Debug)]
+pub struct ResponseFuture {
+    #[pin]
+    inner: <Inner as Service<AllocationRequest>>::Future,
+    allocation_timeout: Duration,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<AllocationResponse, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        Poll::Ready(result.map_err(|error| from_box(error, *this.allocation_timeout)))
+    }
+}
+
+/// Recovers the client's error from what `Timeout` and `Buffer` return.
+fn from_box(error: BoxError, allocation_timeout: Duration) -> Error {
+    match error.downcast::<Error>() {
+        Ok(error) => *error,
+        Err(error) if error.is::<tower::timeout::error::Elapsed>() => {
+            Error::Timeout(allocation_timeout)
+        }
+        // The buffer's worker is gone: the batching service closed.
+        Err(_) => Error::Closed,
+    }
+}
