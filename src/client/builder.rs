@@ -1,12 +1,17 @@
 //! Configuration of a processor client.
 
-use std::{sync::Arc, time::Duration};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::oneshot;
 use tonic::transport::Endpoint;
 use tower::ServiceBuilder;
 
-use super::{Batch, Driver, ProcessorClient, driver::DriverConfig, queue::Queue};
+use super::{
+    Batch, Driver, ProcessorClient,
+    driver::{DriverConfig, ShutdownSignal},
+    queue::Queue,
+    service::Inner,
+};
 
 /// Configures and builds a [`ProcessorClient`] and its [`Driver`].
 ///
@@ -28,14 +33,32 @@ use super::{Batch, Driver, ProcessorClient, driver::DriverConfig, queue::Queue};
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
 pub struct Builder {
     processor_address: String,
     client_id: String,
     max_batch_size: usize,
     allocation_timeout: Duration,
     reconnect_interval: Duration,
+    max_reconnect_interval: Duration,
     buffer_size: usize,
+    load_shed: bool,
+    shutdown: Option<ShutdownSignal>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("processor_address", &self.processor_address)
+            .field("client_id", &self.client_id)
+            .field("max_batch_size", &self.max_batch_size)
+            .field("allocation_timeout", &self.allocation_timeout)
+            .field("reconnect_interval", &self.reconnect_interval)
+            .field("max_reconnect_interval", &self.max_reconnect_interval)
+            .field("buffer_size", &self.buffer_size)
+            .field("load_shed", &self.load_shed)
+            .field("shutdown_signal", &self.shutdown.is_some())
+            .finish()
+    }
 }
 
 impl Builder {
@@ -46,7 +69,10 @@ impl Builder {
             max_batch_size: 100,
             allocation_timeout: Duration::from_secs(30),
             reconnect_interval: Duration::from_secs(1),
+            max_reconnect_interval: Duration::from_secs(30),
             buffer_size: 1024,
+            load_shed: false,
+            shutdown: None,
         }
     }
 
@@ -82,11 +108,21 @@ impl Builder {
     }
 
     /// How long to wait before connecting again after a stream ended or a connection attempt
-    /// failed.
+    /// failed. Each further failure in a row doubles the wait, up to
+    /// [`max_reconnect_interval`](Self::max_reconnect_interval), and up to a quarter more is
+    /// added at random. A processor that does not report itself serving counts as a failure.
     ///
     /// Default: 1 second.
     pub fn reconnect_interval(mut self, reconnect_interval: Duration) -> Self {
         self.reconnect_interval = reconnect_interval;
+        self
+    }
+
+    /// The longest wait between two connection attempts, before jitter.
+    ///
+    /// Default: 30 seconds.
+    pub fn max_reconnect_interval(mut self, max_reconnect_interval: Duration) -> Self {
+        self.max_reconnect_interval = max_reconnect_interval;
         self
     }
 
@@ -99,6 +135,27 @@ impl Builder {
     /// `build` panics if it is 0.
     pub fn buffer_size(mut self, buffer_size: usize) -> Self {
         self.buffer_size = buffer_size;
+        self
+    }
+
+    /// Whether a call finding the client full fails at once with
+    /// [`Error::Overloaded`](super::Error::Overloaded) (`ResourceExhausted`) instead of
+    /// waiting for room. With load shedding the client is always ready.
+    ///
+    /// Default: `false` (callers wait).
+    pub fn load_shed(mut self, load_shed: bool) -> Self {
+        self.load_shed = load_shed;
+        self
+    }
+
+    /// A future after which the client shuts down: the driver stops accepting calls, fails
+    /// every queued and in-flight call with [`Error::Closed`](super::Error::Closed), closes
+    /// the stream and returns. Without it, the driver shuts down when the last client handle
+    /// is dropped.
+    ///
+    /// Default: none.
+    pub fn shutdown_signal(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.shutdown = Some(Box::pin(signal));
         self
     }
 
@@ -130,11 +187,14 @@ impl Builder {
 
         let queue = Queue::new(self.max_batch_size);
         let counters = Arc::default();
-        let (shutdown, shutdown_signal) = oneshot::channel();
+        let (drop_guard, dropped) = oneshot::channel();
 
-        // The timeout is outermost so that it counts the time spent waiting in the buffer.
-        let inner = ServiceBuilder::new()
+        // The timeout is outermost so that it counts the time spent waiting in the buffer; the
+        // optional load shedding sits in front of the buffer, whose readiness it turns into
+        // immediate failures.
+        let inner: Inner = ServiceBuilder::new()
             .timeout(self.allocation_timeout)
+            .option_layer(self.load_shed.then(tower::load_shed::LoadShedLayer::new))
             .buffer(self.buffer_size)
             .service(Batch::new(queue.clone()));
 
@@ -143,9 +203,11 @@ impl Builder {
             endpoint,
             max_batch_size: self.max_batch_size,
             reconnect_interval: self.reconnect_interval,
+            max_reconnect_interval: self.max_reconnect_interval,
             queue: queue.clone(),
             counters: Arc::clone(&counters),
-            shutdown: shutdown_signal,
+            dropped,
+            shutdown: self.shutdown,
         });
         let client = ProcessorClient::new(
             inner,
@@ -153,7 +215,7 @@ impl Builder {
             client_id,
             queue,
             counters,
-            shutdown,
+            drop_guard,
         );
         Ok((client, driver))
     }

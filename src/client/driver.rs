@@ -20,7 +20,7 @@ use tonic_health::pb::{
 };
 use tracing::Instrument;
 
-use super::{Error, queue::Queue};
+use super::{Error, backoff::Backoff, queue::Queue};
 use crate::{
     HEALTH_SERVICE_NAME,
     proto::{
@@ -47,6 +47,7 @@ pub(crate) struct Counters {
     pub(crate) requests_sent: AtomicU64,
     pub(crate) answers: AtomicU64,
     pub(crate) connects: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
 }
 
 /// What the driver needs, built by the client builder.
@@ -55,20 +56,29 @@ pub(crate) struct DriverConfig {
     pub(crate) endpoint: Endpoint,
     pub(crate) max_batch_size: usize,
     pub(crate) reconnect_interval: Duration,
+    pub(crate) max_reconnect_interval: Duration,
     pub(crate) queue: Queue,
     pub(crate) counters: Arc<Counters>,
-    pub(crate) shutdown: oneshot::Receiver<()>,
+    /// Fires when the last client handle is dropped.
+    pub(crate) dropped: oneshot::Receiver<()>,
+    /// The user's shutdown signal, if any.
+    pub(crate) shutdown: Option<ShutdownSignal>,
 }
+
+/// A future that resolves when the client should shut down.
+pub(crate) type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The background task of a [processor client](super::ProcessorClient): connects to the
 /// processor, registers, answers its pulls with the queued requests and routes the answers
 /// back to the waiting calls, reconnecting whenever the stream ends.
 ///
 /// It must be spawned (or awaited) for calls to be answered; [`Builder::spawn`] does that.
-/// It returns once every handle on its client is dropped, after failing the requests it still
-/// holds with [`Error::Closed`].
+/// It returns when the shutdown signal given to [`Builder::shutdown_signal`] fires or every
+/// handle on its client is dropped, after failing the requests it still holds with
+/// [`Error::Closed`]; calls made after that fail with [`Error::Closed`] too.
 ///
 /// [`Builder::spawn`]: super::Builder::spawn
+/// [`Builder::shutdown_signal`]: super::Builder::shutdown_signal
 #[must_use = "the driver does nothing unless spawned or awaited"]
 pub struct Driver {
     future: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -97,19 +107,37 @@ impl Driver {
     }
 }
 
-async fn run(mut config: DriverConfig) {
+async fn run(config: DriverConfig) {
     let mut session = Session {
         client_id: config.client_id,
         max_batch_size: config.max_batch_size,
         queue: config.queue,
         counters: config.counters,
         next_batch_id: 0,
+        connected: false,
     };
+    let mut dropped = config.dropped;
+    let mut signal = config.shutdown;
+    let shutdown = async move {
+        match signal.as_mut() {
+            Some(signal) => tokio::select! {
+                _ = &mut dropped => {}
+                _ = signal => {}
+            },
+            None => {
+                let _ = (&mut dropped).await;
+            }
+        }
+    };
+    tokio::pin!(shutdown);
+
+    let mut backoff = Backoff::new(config.reconnect_interval, config.max_reconnect_interval);
     let mut last_failure: Option<String> = None;
     loop {
+        session.connected = false;
         let ended = tokio::select! {
             ended = session.run(&config.endpoint) => ended,
-            _ = &mut config.shutdown => break,
+            _ = &mut shutdown => break,
         };
 
         // Requests sent on the stream that just ended may or may not have been allocated;
@@ -118,10 +146,14 @@ async fn run(mut config: DriverConfig) {
         if failed > 0 {
             tracing::warn!(requests = failed, "stream ended with requests in flight");
         }
+        if session.connected {
+            backoff.reset();
+            last_failure = None;
+        }
         match ended {
             Ok(()) => tracing::info!("processor ended the stream"),
+            // Log a failure once, not once per retry, while it keeps recurring.
             Err(error) => {
-                // Log a failure once, not once per retry, while it keeps recurring.
                 let text = error.to_string();
                 if last_failure.as_deref() != Some(text.as_str()) {
                     tracing::warn!(error = %text, "processor unreachable, retrying");
@@ -131,12 +163,15 @@ async fn run(mut config: DriverConfig) {
                 last_failure = Some(text);
             }
         }
+
+        let delay = backoff.next_delay();
+        tracing::debug!(?delay, "reconnecting after a delay");
         tokio::select! {
-            _ = tokio::time::sleep(config.reconnect_interval) => {}
-            _ = &mut config.shutdown => break,
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut shutdown => break,
         }
     }
-    tracing::debug!("client dropped, driver stopping");
+    tracing::info!("processor client shutting down");
     session.queue.close();
 }
 
@@ -147,6 +182,8 @@ struct Session {
     queue: Queue,
     counters: Arc<Counters>,
     next_batch_id: u64,
+    /// Whether the current attempt got as far as an established stream.
+    connected: bool,
 }
 
 impl Session {
@@ -166,6 +203,7 @@ impl Session {
             .await?
             .into_inner();
         self.counters.connects.fetch_add(1, Relaxed);
+        self.connected = true;
         tracing::info!("connected to processor");
 
         while let Some(message) = inbound.message().await? {

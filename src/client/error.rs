@@ -14,6 +14,9 @@ pub enum Error {
     /// The request was sent but the stream ended before its answer arrived, so whether a game
     /// server was allocated for it is unknown. Maps to `Unavailable`.
     OutcomeUnknown,
+    /// The client was full and sheds load: the call was refused at once.
+    /// Maps to `ResourceExhausted`.
+    Overloaded,
     /// The client was shut down, or its driver stopped, before the request was answered.
     /// Maps to `Unavailable`.
     Closed,
@@ -28,6 +31,7 @@ impl Error {
         match self {
             Self::Timeout(_) => Code::DeadlineExceeded,
             Self::OutcomeUnknown | Self::Closed => Code::Unavailable,
+            Self::Overloaded => Code::ResourceExhausted,
             Self::Allocation(status) => status.code(),
         }
     }
@@ -40,6 +44,7 @@ impl fmt::Display for Error {
             Self::OutcomeUnknown => {
                 f.write_str("processor stream ended before the answer arrived; outcome unknown")
             }
+            Self::Overloaded => f.write_str("processor client overloaded"),
             Self::Closed => f.write_str("processor client closed"),
             Self::Allocation(status) => write!(f, "allocation failed: {}", status.message()),
         }
@@ -71,6 +76,7 @@ mod tests {
             ),
             (Error::OutcomeUnknown, Code::Unavailable, "outcome unknown"),
             (Error::Closed, Code::Unavailable, "closed"),
+            (Error::Overloaded, Code::ResourceExhausted, "overloaded"),
             (
                 Error::Allocation(tonic::Status::resource_exhausted("no game server matched")),
                 Code::ResourceExhausted,

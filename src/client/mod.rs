@@ -13,6 +13,7 @@
 //! [`Error::Closed`] when the client shuts down. Requests not yet sent when a stream breaks
 //! wait for the next one.
 
+mod backoff;
 mod batch;
 mod builder;
 mod driver;

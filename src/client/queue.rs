@@ -36,6 +36,8 @@ struct State {
     /// Tasks waiting in `poll_ready` for a free slot.
     waiting: Vec<Waker>,
     next_id: u64,
+    /// Calls whose caller stopped waiting before the answer.
+    abandoned: u64,
     closed: bool,
 }
 
@@ -120,6 +122,7 @@ impl Queue {
     /// so its answer is dropped.
     pub(crate) fn abandon(&self, id: u64) {
         let mut state = self.lock();
+        state.abandoned += 1;
         if let Some(position) = state.queued.iter().position(|queued| queued.id == id) {
             state.queued.remove(position);
             state.wake_waiting();
@@ -216,6 +219,11 @@ impl Queue {
     /// How many requests wait for a pull.
     pub(crate) fn queued(&self) -> usize {
         self.lock().queued.len()
+    }
+
+    /// How many calls were dropped before their answer arrived.
+    pub(crate) fn abandoned(&self) -> u64 {
+        self.lock().abandoned
     }
 
     /// How many requests were sent and wait for their answer.

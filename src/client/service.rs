@@ -9,13 +9,16 @@ use std::{
 };
 
 use tokio::sync::oneshot;
-use tower::{BoxError, buffer::Buffer, timeout::Timeout};
+use tower::{BoxError, buffer::Buffer, load_shed::LoadShed, timeout::Timeout, util::Either};
 use tower_service::Service;
 
 use super::{Builder, Error, batch, driver::Counters, queue::Queue};
 use crate::proto::{AllocationRequest, AllocationResponse};
 
-type Inner = Timeout<Buffer<AllocationRequest, batch::ResponseFuture>>;
+type Buffered = Buffer<AllocationRequest, batch::ResponseFuture>;
+
+/// The stack inside the client: the load shedding layer is present only when enabled.
+pub(crate) type Inner = Timeout<Either<LoadShed<Buffered>, Buffered>>;
 
 /// A processor client: a `tower::Service<AllocationRequest>` whose calls are answered by a
 /// remote processor that pulls them in batches.
@@ -44,7 +47,8 @@ struct Shared {
     client_id: String,
     queue: Queue,
     counters: Arc<Counters>,
-    _shutdown: oneshot::Sender<()>,
+    /// Dropped with the last clone, which tells the driver to shut down.
+    _drop_guard: oneshot::Sender<()>,
 }
 
 /// A snapshot of a client's counters.
@@ -65,6 +69,10 @@ pub struct ClientStats {
     pub answers: u64,
     /// Streams established (the first connection and every reconnection).
     pub connects: u64,
+    /// Calls that ended with [`Error::Timeout`].
+    pub timed_out: u64,
+    /// Calls dropped before their answer arrived, by their caller or by a timeout.
+    pub abandoned: u64,
 }
 
 impl ProcessorClient {
@@ -80,13 +88,13 @@ impl ProcessorClient {
         client_id: String,
         queue: Queue,
         counters: Arc<Counters>,
-        shutdown: oneshot::Sender<()>,
+        drop_guard: oneshot::Sender<()>,
     ) -> Self {
         let shared = Shared {
             client_id,
             queue,
             counters,
-            _shutdown: shutdown,
+            _drop_guard: drop_guard,
         };
         Self {
             inner,
@@ -111,6 +119,8 @@ impl ProcessorClient {
             requests_sent: counters.requests_sent.load(Relaxed),
             answers: counters.answers.load(Relaxed),
             connects: counters.connects.load(Relaxed),
+            timed_out: counters.timed_out.load(Relaxed),
+            abandoned: self.shared.queue.abandoned(),
         }
     }
 
@@ -140,17 +150,24 @@ impl Service<AllocationRequest> for ProcessorClient {
         ResponseFuture {
             inner: self.inner.call(request),
             allocation_timeout: self.allocation_timeout,
+            counters: Arc::clone(&self.shared.counters),
         }
     }
 }
 
 /// The future of one [`ProcessorClient`] call.
 #[pin_project::pin_project]
-#[derive(Debug)]
 pub struct ResponseFuture {
     #[pin]
     inner: <Inner as Service<AllocationRequest>>::Future,
     allocation_timeout: Duration,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
 }
 
 impl Future for ResponseFuture {
@@ -158,8 +175,14 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        Poll::Ready(result.map_err(|error| from_box(error, *this.allocation_timeout)))
+        let result = ready!(this.inner.poll(cx)).map_err(|error| {
+            let error = from_box(error, *this.allocation_timeout);
+            if let Error::Timeout(_) = error {
+                this.counters.timed_out.fetch_add(1, Relaxed);
+            }
+            error
+        });
+        Poll::Ready(result)
     }
 }
 
@@ -170,6 +193,7 @@ fn from_box(error: BoxError, allocation_timeout: Duration) -> Error {
         Err(error) if error.is::<tower::timeout::error::Elapsed>() => {
             Error::Timeout(allocation_timeout)
         }
+        Err(error) if error.is::<tower::load_shed::error::Overloaded>() => Error::Overloaded,
         // The buffer's worker is gone: the batching service closed.
         Err(_) => Error::Closed,
     }
