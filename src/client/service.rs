@@ -130,7 +130,20 @@ impl ProcessorClient {
     ///
     /// See [`Error`].
     pub async fn allocate(&self, request: AllocationRequest) -> Result<AllocationResponse, Error> {
-        tower::ServiceExt::oneshot(self.clone(), request).await
+        self.clone().allocate_owned(request).await
+    }
+
+    /// Like [`allocate`](Self::allocate), consuming this handle, for futures that must be
+    /// `'static` (such as spawned tasks).
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`].
+    pub async fn allocate_owned(
+        self,
+        request: AllocationRequest,
+    ) -> Result<AllocationResponse, Error> {
+        tower::ServiceExt::oneshot(self, request).await
     }
 }
 
@@ -196,5 +209,66 @@ fn from_box(error: BoxError, allocation_timeout: Duration) -> Error {
         Err(error) if error.is::<tower::load_shed::error::Overloaded>() => Error::Overloaded,
         // The buffer's worker is gone: the batching service closed.
         Err(_) => Error::Closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client whose driver never runs: nothing is ever pulled.
+    fn unpulled(timeout: Duration) -> (ProcessorClient, super::super::Driver) {
+        ProcessorClient::builder("http://127.0.0.1:9")
+            .allocation_timeout(timeout)
+            .max_batch_size(4)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_call_times_out_at_the_allocation_timeout() {
+        let timeout = Duration::from_secs(30);
+        let (client, _driver) = unpulled(timeout);
+        let started = tokio::time::Instant::now();
+
+        let error = client
+            .allocate(AllocationRequest::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::Timeout(t) if t == timeout),
+            "{error:?}"
+        );
+        assert_eq!(started.elapsed(), timeout);
+        let stats = client.stats();
+        assert_eq!((stats.timed_out, stats.abandoned, stats.queued), (1, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timed_out_calls_free_the_queue_for_later_calls() {
+        let (client, _driver) = unpulled(Duration::from_secs(1));
+        let calls: Vec<_> = (0..20)
+            .map(|_| tokio::spawn(client.clone().allocate_owned(AllocationRequest::default())))
+            .collect();
+        for call in calls {
+            assert!(matches!(call.await.unwrap(), Err(Error::Timeout(_))));
+        }
+        assert_eq!(client.stats().timed_out, 20);
+        assert_eq!(client.stats().queued, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_every_clone_closes_the_queue() {
+        let (client, driver) = unpulled(Duration::from_secs(30));
+        let driver = tokio::spawn(driver);
+        let pending = tokio::spawn(client.clone().allocate_owned(AllocationRequest::default()));
+        while client.stats().queued == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(client);
+        // The pending call holds a clone; the driver stops only once it is dropped too.
+        pending.abort();
+        let stopped = tokio::time::timeout(Duration::from_secs(60), driver).await;
+        stopped.expect("the driver stops").unwrap();
     }
 }
