@@ -2,4 +2,5 @@
 
 pub mod allocator;
 pub mod proto;
+pub mod server;
 pub mod status;
