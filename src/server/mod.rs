@@ -61,4 +61,11 @@
 //!
 //! [`Processor`]: crate::proto::processor_server::Processor
 
+mod pull;
 mod registry;
+
+/// The service name the health reporter reports: `SERVING` while the pull loop runs.
+///
+/// Upstream clients check it with the standard `grpc.health.v1.Health/Check` before they open
+/// their stream.
+pub const HEALTH_SERVICE_NAME: &str = "processor";
