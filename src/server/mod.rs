@@ -61,6 +61,7 @@
 //!
 //! [`Processor`]: crate::proto::processor_server::Processor
 
+mod batch;
 mod pull;
 mod registry;
 
