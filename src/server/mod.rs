@@ -64,6 +64,9 @@
 mod batch;
 mod pull;
 mod registry;
+mod unary;
+
+pub use unary::AllocationServiceHandler;
 
 /// The service name the health reporter reports: `SERVING` while the pull loop runs.
 ///
