@@ -62,10 +62,15 @@
 //! [`Processor`]: crate::proto::processor_server::Processor
 
 mod batch;
+mod builder;
+mod handler;
 mod pull;
 mod registry;
+mod stream;
 mod unary;
 
+pub use builder::Builder;
+pub use handler::{OutboundStream, ProcessorHandler};
 pub use unary::AllocationServiceHandler;
 
 /// The service name the health reporter reports: `SERVING` while the pull loop runs.
