@@ -69,6 +69,9 @@ mod registry;
 mod stream;
 mod unary;
 
+#[cfg(test)]
+mod tests;
+
 pub use builder::Builder;
 pub use handler::{OutboundStream, ProcessorHandler};
 pub use unary::AllocationServiceHandler;
