@@ -3,6 +3,7 @@
 pub mod allocator;
 pub mod client;
 pub mod proto;
+pub mod server;
 pub mod status;
 
 pub use client::ProcessorClient;

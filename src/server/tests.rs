@@ -1,0 +1,488 @@
+//! The handler over real gRPC: a tonic server on 127.0.0.1, port 0, and raw processor clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status, Streaming};
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_check_response::ServingStatus as WireServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::health_server::Health;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tonic_health::server::{HealthReporter, HealthService};
+use tower::{BoxError, Service};
+
+use super::{Builder, HEALTH_SERVICE_NAME, ProcessorHandler};
+use crate::allocator::AllocationError;
+use crate::proto::processor_client::ProcessorClient;
+use crate::proto::processor_message::Payload;
+use crate::proto::response_wrapper::Result as Answer;
+use crate::proto::{
+    AllocationRequest, AllocationResponse, BatchRequest, BatchResponse, ProcessorMessage,
+    PullRequest, RequestWrapper,
+};
+
+const INTERVAL: Duration = Duration::from_millis(200);
+
+/// Allocates a game server named after the request's namespace; namespace "none" matches
+/// nothing and "contended" fails with `Aborted`.
+fn allocator()
+-> impl Service<AllocationRequest, Response = AllocationResponse, Error = BoxError, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(|request: AllocationRequest| async move {
+        match request.namespace.as_str() {
+            "none" => Err(AllocationError::Unallocated.into()),
+            "contended" => Err(Status::aborted("game server contended").into()),
+            namespace => Ok(AllocationResponse {
+                game_server_name: format!("gs-{namespace}"),
+                ..Default::default()
+            }),
+        }
+    })
+}
+
+/// Serves `builder`'s handler and a health service on a fresh loopback port.
+async fn serve<A>(builder: Builder<A>) -> (ProcessorHandler<A>, SocketAddr)
+where
+    ProcessorHandler<A>: crate::proto::processor_server::Processor,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let handler = builder.health_reporter(reporter).build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(handler.clone().into_server())
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    (handler, addr)
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn registration(client_id: &str) -> ProcessorMessage {
+    ProcessorMessage {
+        client_id: client_id.into(),
+        payload: None,
+    }
+}
+
+fn batch(client_id: &str, batch_id: &str, namespaces: &[&str]) -> ProcessorMessage {
+    let requests = namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, namespace)| RequestWrapper {
+            request_id: format!("{batch_id}-r{i}"),
+            request: Some(AllocationRequest {
+                namespace: (*namespace).into(),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    ProcessorMessage {
+        client_id: client_id.into(),
+        payload: Some(Payload::BatchRequest(BatchRequest {
+            batch_id: batch_id.into(),
+            requests,
+        })),
+    }
+}
+
+/// A raw processor client: what it sends and what it receives, nothing more.
+struct RawClient {
+    outbound: mpsc::Sender<ProcessorMessage>,
+    inbound: Streaming<ProcessorMessage>,
+}
+
+impl RawClient {
+    /// Opens a stream that starts with `first`.
+    async fn open(addr: SocketAddr, first: Vec<ProcessorMessage>) -> Result<Self, Status> {
+        let mut client = ProcessorClient::new(channel(addr).await);
+        let (outbound, receiver) = mpsc::channel(16);
+        // Sent before the call: the server answers with headers only once it has read the
+        // registration.
+        for message in first {
+            outbound.send(message).await.unwrap();
+        }
+        let inbound = client
+            .stream_batches(ReceiverStream::new(receiver))
+            .await?
+            .into_inner();
+        Ok(Self { outbound, inbound })
+    }
+
+    async fn register(addr: SocketAddr, client_id: &str) -> Self {
+        Self::open(addr, vec![registration(client_id)])
+            .await
+            .unwrap()
+    }
+
+    async fn send(&self, message: ProcessorMessage) {
+        self.outbound.send(message).await.unwrap();
+    }
+
+    async fn next(&mut self) -> ProcessorMessage {
+        self.inbound
+            .message()
+            .await
+            .expect("stream failed")
+            .expect("stream ended")
+    }
+
+    async fn next_pull(&mut self) -> (String, PullRequest) {
+        loop {
+            let message = self.next().await;
+            if let Some(Payload::Pull(pull)) = message.payload {
+                return (message.client_id, pull);
+            }
+        }
+    }
+
+    /// The next batch response, skipping pulls.
+    async fn next_batch_response(&mut self) -> (String, BatchResponse) {
+        loop {
+            let message = self.next().await;
+            match message.payload {
+                Some(Payload::Pull(_)) => continue,
+                Some(Payload::BatchResponse(response)) => return (message.client_id, response),
+                other => panic!("unexpected message from the server: {other:?}"),
+            }
+        }
+    }
+
+    /// How the stream ended, skipping the messages before the end.
+    async fn end(&mut self) -> Result<(), Status> {
+        while self.inbound.message().await?.is_some() {}
+        Ok(())
+    }
+}
+
+fn game_server(answer: &Option<Answer>) -> Option<&str> {
+    match answer {
+        Some(Answer::Response(response)) => Some(&response.game_server_name),
+        _ => None,
+    }
+}
+
+fn error(answer: &Option<Answer>) -> Option<(Code, &str)> {
+    match answer {
+        Some(Answer::Error(status)) => Some((Code::from_i32(status.code), &status.message)),
+        _ => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_client_id_is_invalid_argument() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+
+    let status = RawClient::open(addr, vec![registration("")])
+        .await
+        .err()
+        .expect("registration refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "client id is required");
+    assert!(handler.connected_clients().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn pulls_reach_every_registered_client() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let mut a = RawClient::register(addr, "a").await;
+    let mut b = RawClient::register(addr, "b").await;
+    assert_eq!(handler.connected_clients(), ["a", "b"]);
+
+    for (client, id) in [(&mut a, "a"), (&mut b, "b")] {
+        let (client_id, pull) = client.next_pull().await;
+        assert_eq!(client_id, id);
+        assert_eq!(pull.message, "pull");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_batch_gets_one_answer_per_request_in_order() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let mut client = RawClient::register(addr, "a").await;
+
+    client.send(batch("a", "b1", &["x", "none", "y"])).await;
+    let (client_id, response) = client.next_batch_response().await;
+
+    assert_eq!(client_id, "a");
+    assert_eq!(response.batch_id, "b1");
+    let ids: Vec<_> = response
+        .responses
+        .iter()
+        .map(|r| r.request_id.as_str())
+        .collect();
+    assert_eq!(ids, ["b1-r0", "b1-r1", "b1-r2"]);
+    assert_eq!(game_server(&response.responses[0].result), Some("gs-x"));
+    assert_eq!(
+        error(&response.responses[1].result),
+        Some((Code::ResourceExhausted, "no game server matched"))
+    );
+    assert_eq!(game_server(&response.responses[2].result), Some("gs-y"));
+    assert_eq!(handler.batches_received(), 1);
+    assert_eq!(handler.requests_received(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn allocator_error_code_and_message_reach_the_answer() {
+    let (_handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let mut client = RawClient::register(addr, "a").await;
+
+    client.send(batch("a", "b1", &["contended"])).await;
+    let (_, response) = client.next_batch_response().await;
+
+    assert_eq!(
+        error(&response.responses[0].result),
+        Some((Code::Aborted, "game server contended"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unallocated_code_comes_from_the_http_status() {
+    let builder = ProcessorHandler::builder(allocator()).unallocated_http_status(503);
+    let (_handler, addr) = serve(builder).await;
+    let mut client = RawClient::register(addr, "a").await;
+
+    client.send(batch("a", "b1", &["none"])).await;
+    let (_, response) = client.next_batch_response().await;
+
+    assert_eq!(
+        error(&response.responses[0].result),
+        Some((Code::Unavailable, "no game server matched"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn registration_with_the_same_id_replaces_the_older_stream() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let mut old = RawClient::register(addr, "a").await;
+    old.next_pull().await;
+
+    let mut new = RawClient::register(addr, "a").await;
+    let status = old.end().await.expect_err("the older stream fails");
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert!(status.message().contains("replaced"), "{status:?}");
+
+    // The older stream has cleaned up by now, and must not have removed the newer one.
+    assert_eq!(handler.connected_clients(), ["a"]);
+    new.next_pull().await;
+    new.next_pull().await;
+    new.send(batch("a", "b1", &["x"])).await;
+    assert_eq!(new.next_batch_response().await.1.batch_id, "b1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_leaves_the_registry_when_its_stream_ends() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let RawClient {
+        outbound,
+        mut inbound,
+    } = RawClient::register(addr, "a").await;
+    let mut other = RawClient::register(addr, "b").await;
+
+    drop(outbound);
+    while inbound.message().await.unwrap().is_some() {}
+
+    assert_eq!(handler.connected_clients(), ["b"]);
+    other.next_pull().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn wrong_kind_messages_are_ignored() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let mut client = RawClient::register(addr, "a").await;
+
+    client
+        .send(ProcessorMessage {
+            client_id: "a".into(),
+            payload: Some(Payload::Pull(PullRequest {
+                message: "pull".into(),
+            })),
+        })
+        .await;
+    client
+        .send(ProcessorMessage {
+            client_id: "a".into(),
+            payload: Some(Payload::BatchResponse(BatchResponse::default())),
+        })
+        .await;
+    client.send(registration("a")).await;
+    client.send(registration("someone-else")).await;
+    client.send(batch("a", "b1", &["x"])).await;
+
+    let (_, response) = client.next_batch_response().await;
+    assert_eq!(response.batch_id, "b1");
+    client.next_pull().await;
+    assert_eq!(handler.connected_clients(), ["a"]);
+    assert_eq!(handler.batches_received(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_before_registration_is_ignored() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let first = vec![batch("a", "early", &["x"]), registration("a")];
+    let mut client = RawClient::open(addr, first).await.unwrap();
+    client.send(batch("a", "late", &["x"])).await;
+
+    let (_, response) = client.next_batch_response().await;
+    assert_eq!(response.batch_id, "late");
+    assert_eq!(handler.batches_received(), 1);
+}
+
+/// Sends raw bytes as messages and decodes what comes back as processor messages.
+#[derive(Debug, Clone, Copy)]
+struct RawBytesCodec;
+
+impl Codec for RawBytesCodec {
+    type Encode = Vec<u8>;
+    type Decode = ProcessorMessage;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self {
+        *self
+    }
+}
+
+impl Encoder for RawBytesCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawBytesCodec {
+    type Item = ProcessorMessage;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ProcessorMessage>, Status> {
+        ProcessorMessage::decode(src)
+            .map(Some)
+            .map_err(|error| Status::internal(error.to_string()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_ends_only_its_own_stream() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let mut other = RawClient::register(addr, "other").await;
+
+    let mut grpc = tonic::client::Grpc::new(channel(addr).await);
+    grpc.ready().await.unwrap();
+    let (outbound, receiver) = mpsc::channel(4);
+    outbound
+        .send(registration("garbled").encode_to_vec())
+        .await
+        .unwrap();
+    let path = PathAndQuery::from_static("/allocation.Processor/StreamBatches");
+    let request = Request::new(ReceiverStream::new(receiver));
+    let mut inbound = grpc
+        .streaming(request, path, RawBytesCodec)
+        .await
+        .unwrap()
+        .into_inner();
+    // A varint that never ends: no protobuf message decodes from it.
+    outbound.send(vec![0xff; 11]).await.unwrap();
+
+    let status = loop {
+        match inbound.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the garbled stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(handler.connected_clients(), ["other"]);
+    other.next_pull().await;
+    other.send(batch("other", "b1", &["x"])).await;
+    assert_eq!(other.next_batch_response().await.1.batch_id, "b1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_is_serving_over_grpc() {
+    let (_handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let mut health = HealthClient::new(channel(addr).await);
+    let request = || HealthCheckRequest {
+        service: HEALTH_SERVICE_NAME.into(),
+    };
+
+    // The pull loop reports as soon as it first runs; until then the service is unknown.
+    let status = loop {
+        match health.check(request()).await {
+            Ok(response) => break response.into_inner().status(),
+            Err(status) if status.code() == Code::NotFound => {
+                tokio::time::sleep(INTERVAL).await;
+            }
+            Err(status) => panic!("health check failed: {status:?}"),
+        }
+    };
+    assert_eq!(status, WireServingStatus::Serving);
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_follows_the_pull_loop() {
+    let reporter = HealthReporter::new();
+    reporter
+        .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::NotServing)
+        .await;
+    let service = HealthService::from_health_reporter(reporter.clone());
+    let request = Request::new(HealthCheckRequest {
+        service: HEALTH_SERVICE_NAME.into(),
+    });
+    let mut statuses = service.watch(request).await.unwrap().into_inner();
+    assert_eq!(
+        next_status(&mut statuses).await,
+        WireServingStatus::NotServing
+    );
+
+    let handler = ProcessorHandler::builder(allocator())
+        .health_reporter(reporter)
+        .build();
+    assert_eq!(next_status(&mut statuses).await, WireServingStatus::Serving);
+
+    // Only the last clone stops the loop.
+    let clone = handler.clone();
+    drop(handler);
+    tokio::time::sleep(INTERVAL * 3).await;
+    let check = Request::new(HealthCheckRequest {
+        service: HEALTH_SERVICE_NAME.into(),
+    });
+    let status = service.check(check).await.unwrap().into_inner().status();
+    assert_eq!(status, WireServingStatus::Serving);
+    drop(clone);
+    assert_eq!(
+        next_status(&mut statuses).await,
+        WireServingStatus::NotServing
+    );
+}
+
+async fn next_status(
+    statuses: &mut (impl Stream<Item = Result<HealthCheckResponse, Status>> + Unpin),
+) -> WireServingStatus {
+    statuses.next().await.unwrap().unwrap().status()
+}
