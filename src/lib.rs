@@ -9,5 +9,8 @@ pub mod status;
 pub use client::ProcessorClient;
 pub use proto::{AllocationRequest, AllocationResponse};
 
-/// The service name whose gRPC health tells clients that a processor is pulling.
+/// The service name of the processor's gRPC health: `SERVING` while it pulls.
+///
+/// Clients check it with the standard `grpc.health.v1.Health/Check` before they open their
+/// stream.
 pub const HEALTH_SERVICE_NAME: &str = "processor";

@@ -75,9 +75,4 @@ mod tests;
 pub use builder::Builder;
 pub use handler::{OutboundStream, ProcessorHandler};
 pub use unary::AllocationServiceHandler;
-
-/// The service name the health reporter reports: `SERVING` while the pull loop runs.
-///
-/// Upstream clients check it with the standard `grpc.health.v1.Health/Check` before they open
-/// their stream.
-pub const HEALTH_SERVICE_NAME: &str = "processor";
+pub use crate::HEALTH_SERVICE_NAME;
