@@ -5,5 +5,7 @@
 //! allocator uses to say that nothing matched or that the request is invalid.
 
 mod error;
+mod fleet;
 
 pub use error::AllocationError;
+pub use fleet::{Address, Counter, GameServer, GameServerState, List, Players, Port, demo_fleet};
