@@ -6,7 +6,7 @@ use std::fmt;
 /// A game server as the allocator sees it.
 ///
 /// Plain data: build one with struct syntax and [`Default`], hand it to a
-/// fleet, read it back from there. The default
+/// [`Fleet`](super::Fleet), read it back with [`Fleet::get`](super::Fleet::get). The default
 /// value is a `Ready` game server with empty name, namespace and node.
 ///
 /// ```
