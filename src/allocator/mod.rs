@@ -3,7 +3,14 @@
 //! An allocator is any `tower::Service<AllocationRequest, Response = AllocationResponse>` whose
 //! error converts into a [`BoxError`](tower::BoxError). [`AllocationError`] is the error an
 //! allocator uses to say that nothing matched or that the request is invalid.
+//!
+//! [`Fleet`] is the embedded allocator: an in-memory fleet of [`GameServer`]s that chooses the
+//! game server Agones would choose for each request. [`demo_fleet`] generates a fleet to try it.
 
 mod error;
+mod fleet;
 
 pub use error::AllocationError;
+pub use fleet::{
+    Address, Counter, Fleet, GameServer, GameServerState, List, Players, Port, demo_fleet,
+};
