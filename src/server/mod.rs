@@ -72,7 +72,7 @@ mod unary;
 #[cfg(test)]
 mod tests;
 
+pub use crate::HEALTH_SERVICE_NAME;
 pub use builder::Builder;
 pub use handler::{OutboundStream, ProcessorHandler};
 pub use unary::AllocationServiceHandler;
-pub use crate::HEALTH_SERVICE_NAME;
