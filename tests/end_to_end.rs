@@ -303,3 +303,81 @@ async fn client_reconnects_after_the_server_restarts() {
     assert_eq!(client.stats().connects, 2);
     restarted.kill().await;
 }
+
+#[tokio::test]
+async fn requests_of_one_batch_never_share_a_ready_game_server() {
+    use agones_processor::proto::{
+        BatchRequest, ProcessorMessage, RequestWrapper, processor_client,
+        processor_message::Payload, response_wrapper,
+    };
+
+    let fleet = Fleet::new(demo_fleet(2, 10));
+    let (listener, address) = listen().await;
+    let (_processor, _server) = serve(listener, fleet.clone());
+
+    // A raw stream, so that all the requests surely travel in one batch.
+    let mut raw = processor_client::ProcessorClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let (outbound, receiver) = tokio::sync::mpsc::channel(4);
+    let message = |payload| ProcessorMessage {
+        client_id: "raw".into(),
+        payload,
+    };
+    outbound.send(message(None)).await.unwrap();
+    let mut inbound = raw
+        .stream_batches(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let ready = fleet
+        .game_servers()
+        .iter()
+        .filter(|gs| gs.state == agones_processor::allocator::GameServerState::Ready)
+        .count();
+    let requests = (0..ready + 2)
+        .map(|i| RequestWrapper {
+            request_id: i.to_string(),
+            request: Some(request("default")),
+        })
+        .collect();
+    let batch = BatchRequest {
+        batch_id: "b-1".into(),
+        requests,
+    };
+    outbound
+        .send(message(Some(Payload::BatchRequest(batch))))
+        .await
+        .unwrap();
+
+    let answers = loop {
+        match inbound.message().await.unwrap().unwrap().payload {
+            Some(Payload::BatchResponse(answers)) => break answers,
+            _ => continue, // pulls
+        }
+    };
+    assert_eq!(answers.batch_id, "b-1");
+    assert_eq!(answers.responses.len(), ready + 2, "one answer per request");
+    let mut names = HashSet::new();
+    let mut unallocated = 0;
+    for answer in answers.responses {
+        match answer.result {
+            Some(response_wrapper::Result::Response(response)) => {
+                assert!(
+                    names.insert(response.game_server_name),
+                    "a Ready server given twice"
+                );
+            }
+            Some(response_wrapper::Result::Error(status)) => {
+                assert_eq!(status.code, Code::ResourceExhausted as i32);
+                unallocated += 1;
+            }
+            None => panic!("an answer with neither result"),
+        }
+    }
+    assert_eq!(
+        (names.len(), unallocated),
+        (ready, 2),
+        "every Ready server once, then none"
+    );
+}
