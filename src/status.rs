@@ -1,4 +1,5 @@
-//! Status codes: the HTTP to gRPC mapping of Agones, and errors as `google.rpc.Status`.
+//! Status codes: the HTTP to gRPC mapping of Agones and its inverse, and errors as
+//! `google.rpc.Status`.
 
 use std::error::Error as StdError;
 
@@ -40,6 +41,58 @@ pub fn grpc_code_from_http_status(status: u16) -> Code {
             );
             Code::ResourceExhausted
         }
+    }
+}
+
+/// The HTTP status for a gRPC code: the inverse of [`grpc_code_from_http_status`], for
+/// gateways that answer HTTP callers with the processor's errors.
+///
+/// | gRPC | HTTP |
+/// | --- | --- |
+/// | `Ok` | 200 |
+/// | `InvalidArgument` | 400 |
+/// | `Unauthenticated` | 401 |
+/// | `PermissionDenied` | 403 |
+/// | `NotFound` | 404 |
+/// | `AlreadyExists` | 409 |
+/// | `ResourceExhausted` | 429 |
+/// | `Cancelled` | 499 |
+/// | `Internal` | 500 |
+/// | `Unimplemented` | 501 |
+/// | `Unavailable` | 503 |
+/// | `DeadlineExceeded` | 504 |
+/// | any other code | 500 |
+///
+/// `InvalidArgument` comes back as 400, not 422, since both map to it. `Unknown`, `Aborted`
+/// (contention on a game server), `FailedPrecondition`, `OutOfRange` and `DataLoss` have no
+/// entry in Agones' table and are 500.
+///
+/// ```
+/// use agones_processor::status::http_status_from_grpc_code;
+/// use tonic::Code;
+///
+/// assert_eq!(http_status_from_grpc_code(Code::ResourceExhausted), 429);
+/// assert_eq!(http_status_from_grpc_code(Code::Unknown), 500);
+/// ```
+pub fn http_status_from_grpc_code(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::AlreadyExists => 409,
+        Code::ResourceExhausted => 429,
+        Code::Cancelled => 499,
+        Code::Unimplemented => 501,
+        Code::Unavailable => 503,
+        Code::DeadlineExceeded => 504,
+        Code::Internal
+        | Code::Unknown
+        | Code::Aborted
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::DataLoss => 500,
     }
 }
 
@@ -130,6 +183,44 @@ mod tests {
         for (http, code) in table {
             assert_eq!(grpc_code_from_http_status(http), code, "HTTP {http}");
         }
+    }
+
+    #[test]
+    fn grpc_to_http_table() {
+        let table = [
+            (Code::Ok, 200),
+            (Code::InvalidArgument, 400),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::ResourceExhausted, 429),
+            (Code::Cancelled, 499),
+            (Code::Internal, 500),
+            (Code::Unimplemented, 501),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+            (Code::Unknown, 500),
+            (Code::Aborted, 500),
+            (Code::FailedPrecondition, 500),
+            (Code::OutOfRange, 500),
+            (Code::DataLoss, 500),
+        ];
+        for (code, http) in table {
+            assert_eq!(http_status_from_grpc_code(code), http, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn http_to_grpc_to_http_returns_every_listed_status_but_422() {
+        for http in [200, 400, 401, 403, 404, 409, 429, 499, 500, 501, 503, 504] {
+            let code = grpc_code_from_http_status(http);
+            assert_eq!(http_status_from_grpc_code(code), http, "HTTP {http}");
+        }
+        assert_eq!(
+            http_status_from_grpc_code(grpc_code_from_http_status(422)),
+            400
+        );
     }
 
     #[test]
