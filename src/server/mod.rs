@@ -63,10 +63,14 @@
 
 mod batch;
 mod builder;
+mod counters;
 mod handler;
+mod lifecycle;
 mod pull;
+pub mod record;
 mod registry;
 mod stream;
+mod transport;
 mod unary;
 
 #[cfg(test)]
@@ -75,4 +79,7 @@ mod tests;
 pub use crate::HEALTH_SERVICE_NAME;
 pub use builder::Builder;
 pub use handler::{OutboundStream, ProcessorHandler};
+pub use transport::{
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MIN_CLIENT_PING_INTERVAL, recommended_server,
+};
 pub use unary::AllocationServiceHandler;
