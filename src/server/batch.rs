@@ -136,12 +136,17 @@ pub(crate) async fn answer_all(
         .map(|(request_id, answer)| {
             let result = answer.expect("every request has an answer");
             match &result {
-                Answer::Response(response) => {
-                    tracing::trace!(%request_id, game_server = %response.game_server_name, "allocated");
-                }
-                Answer::Error(status) => {
-                    tracing::trace!(%request_id, code = status.code, %status.message, "not allocated");
-                }
+                Answer::Response(response) => tracing::trace!(
+                    %request_id,
+                    game_server = %response.game_server_name,
+                    "allocated"
+                ),
+                Answer::Error(status) => tracing::trace!(
+                    %request_id,
+                    code = status.code,
+                    %status.message,
+                    "not allocated"
+                ),
             }
             ResponseWrapper {
                 request_id,
