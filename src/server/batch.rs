@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tonic::Code;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceExt};
@@ -11,6 +12,7 @@ use tracing::Instrument;
 
 use super::counters::Counters;
 use super::lifecycle::InFlight;
+use super::pull::offer_pull;
 use super::registry::Outbound;
 use crate::allocator::BatchOutcome;
 use crate::proto::response_wrapper::Result as Answer;
@@ -32,19 +34,33 @@ pub(crate) struct Rules {
     pub(crate) max_batch_size: usize,
 }
 
-/// Answers `batch` in a task of its own and sends the answer on `outbound`.
+/// What answering one batch needs besides the batch.
+pub(crate) struct BatchTask {
+    pub(crate) allocator: BoxBatch,
+    pub(crate) client_id: String,
+    pub(crate) rules: Rules,
+    pub(crate) outbound: Outbound,
+    pub(crate) counters: Arc<Counters>,
+    /// Released once the answer was sent or found undeliverable.
+    pub(crate) in_flight: InFlight,
+    /// With adaptive pulling: whether the pull loop is pulling.
+    pub(crate) repull: Option<watch::Receiver<bool>>,
+}
+
+/// Answers `batch` in a task of its own and sends the answer on the stream's outbound queue.
 ///
-/// The task runs in the caller's span, so its logs carry the stream's client id; `in_flight`
-/// is released once the answer was sent or found undeliverable.
-pub(crate) fn spawn(
-    allocator: BoxBatch,
-    client_id: String,
-    batch: BatchRequest,
-    rules: Rules,
-    outbound: Outbound,
-    counters: Arc<Counters>,
-    in_flight: InFlight,
-) {
+/// The task runs in the caller's span, so its logs carry the stream's client id. With adaptive
+/// pulling, the client is pulled again right after its answer if the pull loop is pulling.
+pub(crate) fn spawn(batch: BatchRequest, task: BatchTask) {
+    let BatchTask {
+        allocator,
+        client_id,
+        rules,
+        outbound,
+        counters,
+        in_flight,
+        repull,
+    } = task;
     let span = tracing::debug_span!(
         "batch",
         batch_id = %batch.batch_id,
@@ -69,7 +85,7 @@ pub(crate) fn spawn(
         );
 
         let message = ProcessorMessage {
-            client_id,
+            client_id: client_id.clone(),
             payload: Some(Payload::BatchResponse(BatchResponse {
                 batch_id: batch.batch_id,
                 responses,
@@ -79,6 +95,9 @@ pub(crate) fn spawn(
         // every answer reach a live stream; only this batch's task waits.
         if outbound.send(Ok(message)).await.is_err() {
             tracing::debug!("stream gone, batch response dropped");
+        } else if repull.is_some_and(|pulling| *pulling.borrow()) {
+            // Adaptive pulling: a client that just had a batch answered is likely to have more.
+            offer_pull(&client_id, &outbound, &counters);
         }
         drop(in_flight);
     };

@@ -63,6 +63,7 @@ pub struct Builder<A> {
     max_clients: usize,
     outbound_capacity: usize,
     batch_concurrency: usize,
+    adaptive_pulling: bool,
     leadership: Option<watch::Receiver<bool>>,
     health: Option<HealthReporter>,
 }
@@ -78,6 +79,7 @@ impl<A> Builder<A> {
             max_clients: DEFAULT_MAX_CLIENTS,
             outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
             batch_concurrency: DEFAULT_BATCH_CONCURRENCY,
+            adaptive_pulling: false,
             leadership: None,
             health: None,
         }
@@ -168,6 +170,18 @@ impl<A> Builder<A> {
         self
     }
 
+    /// Pulls a client again as soon as its batch has been answered, instead of at the next
+    /// tick, while the pull loop is pulling.
+    ///
+    /// Under load a client's batches then follow each other back to back; idle clients are
+    /// still pulled every pull interval. Upstream has no such mode.
+    ///
+    /// Default: `false`, as upstream.
+    pub fn adaptive_pulling(mut self, enabled: bool) -> Self {
+        self.adaptive_pulling = enabled;
+        self
+    }
+
     /// Pulls only while `leading` holds `true`; the user drives it, e.g. from a lease.
     ///
     /// Losing leadership stops the pulls and withdraws `SERVING`; batches already received
@@ -219,6 +233,7 @@ impl<A> Builder<A> {
             },
             max_clients: self.max_clients,
             outbound_capacity: self.outbound_capacity,
+            adaptive_pulling: self.adaptive_pulling,
             counters,
             lifecycle,
         };
@@ -235,6 +250,7 @@ impl<A> fmt::Debug for Builder<A> {
             .field("max_clients", &self.max_clients)
             .field("outbound_capacity", &self.outbound_capacity)
             .field("batch_concurrency", &self.batch_concurrency)
+            .field("adaptive_pulling", &self.adaptive_pulling)
             .field("leadership", &self.leadership.is_some())
             .field("health", &self.health.is_some())
             .finish_non_exhaustive()

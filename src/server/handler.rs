@@ -59,6 +59,8 @@ pub(crate) struct Shared<A> {
     pub(crate) rules: Rules,
     pub(crate) max_clients: usize,
     pub(crate) outbound_capacity: usize,
+    /// Pull a client again right after answering its batch.
+    pub(crate) adaptive_pulling: bool,
     pub(crate) counters: Arc<Counters>,
     pub(crate) lifecycle: Lifecycle,
 }

@@ -80,7 +80,7 @@
 //!
 //! - There is no leader election; the user drives the leadership signal. Without one, every
 //!   replica pulls.
-//! - Pulls go out at a fixed interval; there is no adaptive mode yet.
+//! - Adaptive pulling ([`Builder::adaptive_pulling`]) has not been benchmarked yet.
 //! - A stream that never sends its registration keeps its RPC open until the client leaves.
 //! - A batch that a client sends during shutdown without having been pulled may be cut off when
 //!   the streams end.

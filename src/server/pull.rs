@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::HEALTH_SERVICE_NAME;
 use super::counters::Counters;
 use super::lifecycle::Phase;
-use super::registry::Registry;
+use super::registry::{Outbound, Registry};
 use crate::proto::{ProcessorMessage, PullRequest, processor_message::Payload};
 
 /// The text of every pull, as upstream sends it.
@@ -166,28 +166,31 @@ impl Leadership {
 
 /// Sends one pull to every registered client without waiting for any of them.
 pub(crate) fn pull_all(registry: &Registry, counters: &Counters) {
-    registry.for_each(|client_id, outbound| {
-        let pull = ProcessorMessage {
-            client_id: client_id.to_owned(),
-            payload: Some(Payload::Pull(PullRequest {
-                message: PULL_MESSAGE.to_owned(),
-            })),
-        };
-        match outbound.try_send(Ok(pull)) {
-            Ok(()) => Counters::add(&counters.pulls_sent, 1),
-            // The client has not read the pulls and answers already queued for it; one more
-            // pull would tell it nothing new, and waiting would delay every other client.
-            Err(TrySendError::Full(_)) => {
-                Counters::add(&counters.pulls_skipped, 1);
-                tracing::debug!(%client_id, "outbound queue full, pull skipped");
-            }
-            // The stream's own task removes it from the registry.
-            Err(TrySendError::Closed(_)) => {
-                Counters::add(&counters.pulls_skipped, 1);
-                tracing::debug!(%client_id, "stream closed, pull skipped");
-            }
+    registry.for_each(|client_id, outbound| offer_pull(client_id, outbound, counters));
+}
+
+/// Queues a pull for one client unless its outbound queue is full or closed.
+pub(crate) fn offer_pull(client_id: &str, outbound: &Outbound, counters: &Counters) {
+    let pull = ProcessorMessage {
+        client_id: client_id.to_owned(),
+        payload: Some(Payload::Pull(PullRequest {
+            message: PULL_MESSAGE.to_owned(),
+        })),
+    };
+    match outbound.try_send(Ok(pull)) {
+        Ok(()) => Counters::add(&counters.pulls_sent, 1),
+        // The client has not read the pulls and answers already queued for it; one more
+        // pull would tell it nothing new, and waiting would delay every other client.
+        Err(TrySendError::Full(_)) => {
+            Counters::add(&counters.pulls_skipped, 1);
+            tracing::debug!(%client_id, "outbound queue full, pull skipped");
         }
-    });
+        // The stream's own task removes it from the registry.
+        Err(TrySendError::Closed(_)) => {
+            Counters::add(&counters.pulls_skipped, 1);
+            tracing::debug!(%client_id, "stream closed, pull skipped");
+        }
+    }
 }
 
 #[cfg(test)]

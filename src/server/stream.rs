@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::batch;
+use super::batch::{self, BatchTask};
 use super::counters::Counters;
 use super::handler::Shared;
 use super::lifecycle::{InFlight, Phase};
@@ -151,15 +151,18 @@ where
             requests = batch.requests.len(),
             "batch received"
         );
-        batch::spawn(
-            shared.batch.clone(),
-            self.client_id.clone(),
-            batch,
-            shared.rules.clone(),
-            self.outbound.clone(),
-            shared.counters.clone(),
-            shared.lifecycle.batch_started(),
-        );
+        let task = BatchTask {
+            allocator: shared.batch.clone(),
+            client_id: self.client_id.clone(),
+            rules: shared.rules.clone(),
+            outbound: self.outbound.clone(),
+            counters: shared.counters.clone(),
+            in_flight: shared.lifecycle.batch_started(),
+            repull: shared
+                .adaptive_pulling
+                .then(|| shared.lifecycle.pulling().subscribe()),
+        };
+        batch::spawn(batch, task);
     }
 }
 

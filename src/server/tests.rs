@@ -704,3 +704,40 @@ async fn shutdown_delivers_in_flight_answers_before_the_streams_end() {
     );
     assert!(handler.connected_clients().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_pulling_pulls_again_right_after_an_answer() {
+    let interval = Duration::from_secs(3600);
+    let builder = ProcessorHandler::builder(allocator())
+        .pull_interval(interval)
+        .adaptive_pulling(true);
+    let (_handler, addr) = serve(builder).await;
+    let mut client = RawClient::register(addr, "a").await;
+    client.next_pull().await;
+
+    let started = tokio::time::Instant::now();
+    client.send(batch("a", "b1", &["x"])).await;
+    let (_, response) = client.next_batch_response().await;
+    assert_eq!(response.batch_id, "b1");
+    let next = client.next().await;
+    assert!(matches!(next.payload, Some(Payload::Pull(_))), "{next:?}");
+    assert!(
+        started.elapsed() < interval,
+        "the pull waited for the next tick"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_adaptive_pulling_the_next_pull_waits_for_the_tick() {
+    let interval = Duration::from_secs(3600);
+    let builder = ProcessorHandler::builder(allocator()).pull_interval(interval);
+    let (_handler, addr) = serve(builder).await;
+    let mut client = RawClient::register(addr, "a").await;
+    client.next_pull().await;
+
+    let started = tokio::time::Instant::now();
+    client.send(batch("a", "b1", &["x"])).await;
+    client.next_batch_response().await;
+    client.next_pull().await;
+    assert!(started.elapsed() >= interval / 2, "{:?}", started.elapsed());
+}
