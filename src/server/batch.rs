@@ -408,4 +408,69 @@ mod tests {
         assert_eq!(code(&responses[1]), Some(Code::DeadlineExceeded));
         assert!(game_server(&responses[2]).is_some());
     }
+
+    type MockAllocator = tower_test::mock::Mock<AllocationRequest, AllocationResponse>;
+    type MockHandle = tower_test::mock::Handle<AllocationRequest, AllocationResponse>;
+
+    #[tokio::test(start_paused = true)]
+    async fn hanging_mock_call_under_a_timeout_is_deadline_exceeded() {
+        let (mock, mut handle): (MockAllocator, MockHandle) = tower_test::mock::pair();
+        let allocator = tower::ServiceBuilder::new()
+            .timeout(Duration::from_secs(1))
+            .service(mock);
+        let requests = vec![
+            wrapper("r1", "a"),
+            wrapper("r2", "hang"),
+            wrapper("r3", "c"),
+        ];
+        let batch = tokio::spawn(async move {
+            answer_all(
+                boxed(ConcurrentBatch::new(allocator, 8)),
+                requests,
+                &rules(100),
+            )
+            .await
+        });
+
+        let mut hanging = None;
+        for _ in 0..3 {
+            let (request, reply) = handle.next_request().await.unwrap();
+            if request.namespace == "hang" {
+                // Kept, never answered.
+                hanging = Some(reply);
+            } else {
+                reply.send_response(AllocationResponse::default());
+            }
+        }
+        let responses = batch.await.unwrap();
+        assert!(hanging.is_some());
+        assert_eq!(code(&responses[0]), None);
+        assert_eq!(code(&responses[1]), Some(Code::DeadlineExceeded));
+        assert_eq!(code(&responses[2]), None);
+    }
+
+    #[tokio::test]
+    async fn duplicate_never_reaches_the_mock_allocator() {
+        let (mock, mut handle): (MockAllocator, MockHandle) = tower_test::mock::pair();
+        let ids = ["r1", "r2", "r3", "r2", "r4"];
+        let requests = ids.iter().map(|id| wrapper(id, id)).collect();
+        let batch = tokio::spawn(async move {
+            answer_all(boxed(ConcurrentBatch::new(mock, 8)), requests, &rules(100)).await
+        });
+
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let (request, reply) = handle.next_request().await.unwrap();
+            seen.push(request.namespace.clone());
+            reply.send_response(AllocationResponse::default());
+        }
+        let responses = batch.await.unwrap();
+        assert_eq!(seen, ["r1", "r2", "r3", "r4"]);
+        assert_eq!(responses.len(), 5);
+        assert_eq!(code(&responses[3]), Some(Code::InvalidArgument));
+        assert!(
+            handle.next_request().await.is_none(),
+            "a fifth request reached it"
+        );
+    }
 }
