@@ -4,10 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 
+use super::batch::{BoxBatch, Rules};
+use super::counters::Counters;
 use super::handler::{ProcessorHandler, Shared};
-use super::pull::PullLoopHandle;
+use super::lifecycle::Lifecycle;
+use super::pull::{PullLoop, PullLoopHandle};
 use super::registry::Registry;
 use crate::status::grpc_code_from_http_status;
 
@@ -17,8 +21,15 @@ const DEFAULT_PULL_INTERVAL: Duration = Duration::from_millis(200);
 const DEFAULT_UNALLOCATED_HTTP_STATUS: u16 = 429;
 /// Room for a batch response and a few pulls behind it.
 const DEFAULT_OUTBOUND_CAPACITY: usize = 8;
+/// Ten times upstream clients' default batch size.
+const DEFAULT_MAX_BATCH_SIZE: usize = 1_000;
+/// Far more allocator replicas than a cluster runs.
+const DEFAULT_MAX_CLIENTS: usize = 1_000;
+/// Requests of one batch in the allocator at once, for per-request allocators.
+const DEFAULT_BATCH_CONCURRENCY: usize = 64;
 
-/// Configures and builds a [`ProcessorHandler`]; made by [`ProcessorHandler::builder`].
+/// Configures and builds a [`ProcessorHandler`]; made by [`ProcessorHandler::builder`] or
+/// [`ProcessorHandler::batch_builder`].
 ///
 /// ```
 /// use agones_processor::proto::{AllocationRequest, AllocationResponse};
@@ -30,28 +41,46 @@ const DEFAULT_OUTBOUND_CAPACITY: usize = 8;
 /// let allocator = tower::service_fn(|_request: AllocationRequest| async {
 ///     Ok::<_, tower::BoxError>(AllocationResponse::default())
 /// });
+/// let (leading, leadership) = tokio::sync::watch::channel(false);
 /// let processor = ProcessorHandler::builder(allocator)
 ///     .pull_interval(Duration::from_millis(100))
 ///     .unallocated_http_status(503)
+///     .max_batch_size(500)
+///     .max_clients(64)
+///     .outbound_capacity(16)
+///     .leadership(leadership)
 ///     .build();
 /// assert!(processor.connected_clients().is_empty());
+/// leading.send_replace(true);
 /// # }
 /// ```
 pub struct Builder<A> {
     allocator: A,
+    make_batch: fn(A, usize) -> BoxBatch,
     pull_interval: Duration,
     unallocated_http_status: u16,
+    max_batch_size: usize,
+    max_clients: usize,
     outbound_capacity: usize,
+    batch_concurrency: usize,
+    adaptive_pulling: bool,
+    leadership: Option<watch::Receiver<bool>>,
     health: Option<HealthReporter>,
 }
 
 impl<A> Builder<A> {
-    pub(crate) fn new(allocator: A) -> Self {
+    pub(crate) fn new(allocator: A, make_batch: fn(A, usize) -> BoxBatch) -> Self {
         Self {
             allocator,
+            make_batch,
             pull_interval: DEFAULT_PULL_INTERVAL,
             unallocated_http_status: DEFAULT_UNALLOCATED_HTTP_STATUS,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_clients: DEFAULT_MAX_CLIENTS,
             outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
+            batch_concurrency: DEFAULT_BATCH_CONCURRENCY,
+            adaptive_pulling: false,
+            leadership: None,
             health: None,
         }
     }
@@ -81,10 +110,39 @@ impl<A> Builder<A> {
         self
     }
 
-    /// How many messages may wait to be sent on one stream.
+    /// The most requests of one batch that reach the allocator; the ones after them are
+    /// answered `ResourceExhausted` in the same batch response.
+    ///
+    /// Default: 1,000.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max` is zero.
+    pub fn max_batch_size(mut self, max: usize) -> Self {
+        assert!(max > 0, "max batch size must not be zero");
+        self.max_batch_size = max;
+        self
+    }
+
+    /// The most clients registered at once; a further client id is refused with
+    /// `ResourceExhausted`. A client registering again under its id is always accepted.
+    ///
+    /// Default: 1,000.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max` is zero.
+    pub fn max_clients(mut self, max: usize) -> Self {
+        assert!(max > 0, "max clients must not be zero");
+        self.max_clients = max;
+        self
+    }
+
+    /// How many messages may wait to be sent on one stream: its outbound queue.
     ///
     /// Pulls are skipped for a client whose queue is full; batch responses wait for room. One
-    /// slot per batch a client may have in flight plus a few for pulls is enough.
+    /// slot per batch a client may have in flight plus a few for pulls is enough; memory per
+    /// client is bounded by this many messages.
     ///
     /// Default: 8.
     ///
@@ -97,8 +155,46 @@ impl<A> Builder<A> {
         self
     }
 
-    /// Reports [`HEALTH_SERVICE_NAME`](super::HEALTH_SERVICE_NAME) `SERVING` while the pull
-    /// loop runs and `NOT_SERVING` once it stopped.
+    /// How many requests of one batch a per-request allocator is given at once (the limit of
+    /// its [`ConcurrentBatch`](crate::allocator::ConcurrentBatch)). Ignored for a batch
+    /// allocator.
+    ///
+    /// Default: 64.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `limit` is zero.
+    pub fn batch_concurrency(mut self, limit: usize) -> Self {
+        assert!(limit > 0, "batch concurrency must not be zero");
+        self.batch_concurrency = limit;
+        self
+    }
+
+    /// Pulls a client again as soon as its batch has been answered, instead of at the next
+    /// tick, while the pull loop is pulling.
+    ///
+    /// Under load a client's batches then follow each other back to back; idle clients are
+    /// still pulled every pull interval. Upstream has no such mode.
+    ///
+    /// Default: `false`, as upstream.
+    pub fn adaptive_pulling(mut self, enabled: bool) -> Self {
+        self.adaptive_pulling = enabled;
+        self
+    }
+
+    /// Pulls only while `leading` holds `true`; the user drives it, e.g. from a lease.
+    ///
+    /// Losing leadership stops the pulls and withdraws `SERVING`; batches already received
+    /// are still answered. If the sender is dropped, its last value stays in force.
+    ///
+    /// Default: none; the replica always leads.
+    pub fn leadership(mut self, leading: watch::Receiver<bool>) -> Self {
+        self.leadership = Some(leading);
+        self
+    }
+
+    /// Reports [`HEALTH_SERVICE_NAME`](super::HEALTH_SERVICE_NAME) `SERVING` exactly while
+    /// the pull loop pulls (leading and not shutting down) and `NOT_SERVING` otherwise.
     ///
     /// Default: none; health is not reported.
     pub fn health_reporter(mut self, reporter: HealthReporter) -> Self {
@@ -111,16 +207,35 @@ impl<A> Builder<A> {
     /// # Panics
     ///
     /// Panics when called outside a tokio runtime.
-    pub fn build(self) -> ProcessorHandler<A> {
+    pub fn build(self) -> ProcessorHandler<A>
+    where
+        A: Clone,
+    {
         let registry = Arc::new(Registry::default());
-        let pull_loop = PullLoopHandle::spawn(registry.clone(), self.pull_interval, self.health);
+        let counters = Arc::new(Counters::default());
+        let lifecycle = Lifecycle::new();
+        let pull_loop = PullLoopHandle::spawn(PullLoop {
+            registry: registry.clone(),
+            counters: counters.clone(),
+            interval: self.pull_interval,
+            health: self.health,
+            leadership: self.leadership,
+            phase: lifecycle.phase(),
+            pulling: lifecycle.pulling().clone(),
+        });
         let shared = Shared {
+            batch: (self.make_batch)(self.allocator.clone(), self.batch_concurrency),
             allocator: self.allocator,
             registry,
-            unallocated: grpc_code_from_http_status(self.unallocated_http_status),
+            rules: Rules {
+                unallocated: grpc_code_from_http_status(self.unallocated_http_status),
+                max_batch_size: self.max_batch_size,
+            },
+            max_clients: self.max_clients,
             outbound_capacity: self.outbound_capacity,
-            batches_received: Default::default(),
-            requests_received: Default::default(),
+            adaptive_pulling: self.adaptive_pulling,
+            counters,
+            lifecycle,
         };
         ProcessorHandler::from_parts(shared, pull_loop)
     }
@@ -131,7 +246,12 @@ impl<A> fmt::Debug for Builder<A> {
         f.debug_struct("Builder")
             .field("pull_interval", &self.pull_interval)
             .field("unallocated_http_status", &self.unallocated_http_status)
+            .field("max_batch_size", &self.max_batch_size)
+            .field("max_clients", &self.max_clients)
             .field("outbound_capacity", &self.outbound_capacity)
+            .field("batch_concurrency", &self.batch_concurrency)
+            .field("adaptive_pulling", &self.adaptive_pulling)
+            .field("leadership", &self.leadership.is_some())
             .field("health", &self.health.is_some())
             .finish_non_exhaustive()
     }

@@ -2,18 +2,24 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::Routes;
 use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tower::{BoxError, Service};
 
+use super::batch::{BoxBatch, Rules};
 use super::builder::Builder;
+use super::counters::Counters;
+use super::lifecycle::Lifecycle;
 use super::pull::PullLoopHandle;
-use super::registry::Registry;
-use super::stream::{StreamWorker, payload_kind};
+use super::registry::{Full, Registry};
+use super::stream::{SHUTTING_DOWN, StreamWorker, payload_kind};
 use super::unary::AllocationServiceHandler;
+use crate::allocator::{BatchOutcome, ConcurrentBatch};
 use crate::proto::processor_server::{Processor, ProcessorServer};
 use crate::proto::{AllocationRequest, AllocationResponse, ProcessorMessage};
 
@@ -23,16 +29,22 @@ use crate::proto::{AllocationRequest, AllocationResponse, ProcessorMessage};
 /// responses are written to.
 pub type OutboundStream = ReceiverStream<Result<ProcessorMessage, Status>>;
 
-/// The processor: serves `allocation.Processor/StreamBatches` and pulls batches from every
-/// registered client.
+/// The processor: serves `allocation.Processor/StreamBatches` and, while this replica leads,
+/// pulls batches from every registered client.
 ///
-/// Built with [`ProcessorHandler::builder`], which also starts the pull loop. Clones share the
-/// registry, the counters and the pull loop; the pull loop stops when the last clone is dropped,
-/// while the streams already open keep being answered until they end.
+/// Built with [`ProcessorHandler::builder`] (a per-request allocator) or
+/// [`ProcessorHandler::batch_builder`] (a batch allocator), which also start the pull loop.
+/// Clones share the registry, the counters and the pull loop; the pull loop stops when the last
+/// clone is dropped, while the streams already open keep being answered until they end.
 ///
-/// Each stream has a bounded outbound queue. Pulls are offered to it without waiting and
-/// skipped when it is full, so a client that does not read never delays the others; batch
-/// responses wait for room, so none is lost while the stream lives.
+/// Each stream has a bounded outbound queue, its only writer. Pulls are offered to it without
+/// waiting and skipped when it is full, so a client that does not read never delays the
+/// others; batch responses wait for room, so none is lost while the stream lives.
+///
+/// Batches are answered each in a task of their own, so batches of different clients reach the
+/// allocator concurrently. Whether they are allocated concurrently is the allocator stack's
+/// decision: a `ConcurrencyLimit` of 1 around a batch allocator allocates one batch at a time,
+/// in the order they reached it.
 pub struct ProcessorHandler<A> {
     shared: Arc<Shared<A>>,
     _pull_loop: Arc<PullLoopHandle>,
@@ -40,19 +52,55 @@ pub struct ProcessorHandler<A> {
 
 /// What the handler, its stream workers and its batch tasks share.
 pub(crate) struct Shared<A> {
+    /// The allocator as given to the builder, for the unary handler.
     pub(crate) allocator: A,
+    pub(crate) batch: BoxBatch,
     pub(crate) registry: Arc<Registry>,
-    /// The code of the answer given when no game server matched.
-    pub(crate) unallocated: Code,
+    pub(crate) rules: Rules,
+    pub(crate) max_clients: usize,
     pub(crate) outbound_capacity: usize,
-    pub(crate) batches_received: AtomicU64,
-    pub(crate) requests_received: AtomicU64,
+    /// Pull a client again right after answering its batch.
+    pub(crate) adaptive_pulling: bool,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) lifecycle: Lifecycle,
 }
 
 impl<A> ProcessorHandler<A> {
-    /// A builder for a handler that runs every request through `allocator`.
-    pub fn builder(allocator: A) -> Builder<A> {
-        Builder::new(allocator)
+    /// A builder for a handler that runs every request through the per-request `allocator`.
+    ///
+    /// The requests of a batch are handed to it by a [`ConcurrentBatch`], in batch order and at
+    /// most [`Builder::batch_concurrency`] at once.
+    pub fn builder(allocator: A) -> Builder<A>
+    where
+        A: Service<AllocationRequest, Response = AllocationResponse>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        A::Error: Into<BoxError>,
+        A::Future: Send + 'static,
+    {
+        Builder::new(allocator, |allocator, limit| {
+            super::batch::boxed(ConcurrentBatch::new(allocator, limit))
+        })
+    }
+
+    /// A builder for a handler that hands every batch to the batch `allocator` at once.
+    ///
+    /// The allocator gets the requests the handler accepted, in batch order, and must return
+    /// one outcome per request in the same order; see [`crate::allocator::BatchOutcome`].
+    /// [`Builder::batch_concurrency`] does not apply.
+    pub fn batch_builder(allocator: A) -> Builder<A>
+    where
+        A: Service<Vec<AllocationRequest>, Response = Vec<BatchOutcome>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        A::Error: Into<BoxError>,
+        A::Future: Send + 'static,
+    {
+        Builder::new(allocator, |allocator, _| super::batch::boxed(allocator))
     }
 
     pub(crate) fn from_parts(shared: Shared<A>, pull_loop: PullLoopHandle) -> Self {
@@ -70,13 +118,65 @@ impl<A> ProcessorHandler<A> {
         ProcessorServer::new(self)
     }
 
+    /// The handler mounted next to a `tonic-health` service, ready for
+    /// `tonic::transport::Server::add_routes` or an axum router.
+    ///
+    /// ```no_run
+    /// # use agones_processor::proto::{AllocationRequest, AllocationResponse};
+    /// # use agones_processor::server::{ProcessorHandler, recommended_server};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let allocator = tower::service_fn(|_: AllocationRequest| async {
+    /// #     Ok::<_, tower::BoxError>(AllocationResponse::default())
+    /// # });
+    /// let (health, health_service) = tonic_health::server::health_reporter();
+    /// let processor = ProcessorHandler::builder(allocator).health_reporter(health).build();
+    /// recommended_server()
+    ///     .add_routes(processor.routes(health_service))
+    ///     .serve("127.0.0.1:9090".parse()?)
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn routes<H>(&self, health: HealthServer<H>) -> Routes
+    where
+        Self: Processor,
+        H: Health,
+    {
+        Routes::new(health).add_service(self.clone().into_server())
+    }
+
     /// A handler for the unary `AllocationService/Allocate` with the same allocator and
-    /// unallocated code.
+    /// unallocated code; only for per-request allocators.
     pub fn allocation_service(&self) -> AllocationServiceHandler<A>
     where
-        A: Clone,
+        A: Service<AllocationRequest, Response = AllocationResponse> + Clone,
     {
-        AllocationServiceHandler::with_code(self.shared.allocator.clone(), self.shared.unallocated)
+        AllocationServiceHandler::with_code(
+            self.shared.allocator.clone(),
+            self.shared.rules.unallocated,
+        )
+    }
+
+    /// Shuts the processor down gracefully, within `grace`.
+    ///
+    /// In order: health reports `NOT_SERVING` and pulls stop; batches in flight are finished
+    /// and their answers queued on their streams; then every stream ends with `Unavailable`
+    /// ("processor shutting down") after what is queued on it. New registrations are refused
+    /// from the start. Pass the future, after the shutdown signal, to tonic's
+    /// `serve_with_shutdown`, so that the server stops once the streams ended.
+    ///
+    /// Returns `true` when everything finished within `grace`. When `grace` runs out first,
+    /// streams are told to end anyway, answers of batches still running may be lost, and
+    /// `false` is returned.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        tracing::info!(?grace, "shutting down");
+        let finished = self.shared.lifecycle.shutdown(grace).await;
+        if finished {
+            tracing::info!("shut down");
+        } else {
+            tracing::warn!("shutdown grace period ran out before every batch and stream ended");
+        }
+        finished
     }
 
     /// The ids of the registered clients, sorted.
@@ -86,12 +186,30 @@ impl<A> ProcessorHandler<A> {
 
     /// How many batches the handler has received from registered clients.
     pub fn batches_received(&self) -> u64 {
-        self.shared.batches_received.load(Ordering::Relaxed)
+        Counters::get(&self.shared.counters.batches)
     }
 
     /// How many requests the received batches held.
     pub fn requests_received(&self) -> u64 {
-        self.shared.requests_received.load(Ordering::Relaxed)
+        Counters::get(&self.shared.counters.requests)
+    }
+
+    /// How many pulls have been queued for clients.
+    pub fn pulls_sent(&self) -> u64 {
+        Counters::get(&self.shared.counters.pulls_sent)
+    }
+
+    /// How many pulls were skipped because the client's outbound queue was full or its stream
+    /// closing.
+    pub fn pulls_skipped(&self) -> u64 {
+        Counters::get(&self.shared.counters.pulls_skipped)
+    }
+
+    /// How many requests have been answered with `code` (`Code::Ok` for a response).
+    ///
+    /// Answers are counted when their batch is complete, before they are sent.
+    pub fn answers(&self, code: Code) -> u64 {
+        self.shared.counters.answers(code)
     }
 }
 
@@ -108,7 +226,7 @@ impl<A> fmt::Debug for ProcessorHandler<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessorHandler")
             .field("connected_clients", &self.connected_clients())
-            .field("unallocated", &self.shared.unallocated)
+            .field("rules", &self.shared.rules)
             .field("batches_received", &self.batches_received())
             .field("requests_received", &self.requests_received())
             .finish_non_exhaustive()
@@ -118,9 +236,7 @@ impl<A> fmt::Debug for ProcessorHandler<A> {
 #[tonic::async_trait]
 impl<A> Processor for ProcessorHandler<A>
 where
-    A: Service<AllocationRequest, Response = AllocationResponse> + Clone + Send + Sync + 'static,
-    A::Error: Into<BoxError>,
-    A::Future: Send,
+    A: Send + Sync + 'static,
 {
     type StreamBatchesStream = OutboundStream;
 
@@ -131,7 +247,8 @@ where
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` when the registration has an empty client id; the inbound stream's
+    /// `InvalidArgument` when the registration has an empty client id; `ResourceExhausted`
+    /// when the most clients are connected; `Unavailable` during shutdown; the inbound stream's
     /// error when it fails before registering.
     async fn stream_batches(
         &self,
@@ -142,22 +259,35 @@ where
             // The client left before registering: end its stream with nothing in it.
             return Ok(Response::new(ReceiverStream::new(mpsc::channel(1).1)));
         };
+        let shared = &self.shared;
+        if !shared.lifecycle.is_running() {
+            tracing::info!(%client_id, "registration refused during shutdown");
+            return Err(Status::unavailable(SHUTTING_DOWN));
+        }
 
-        let (outbound, receiver) = mpsc::channel(self.shared.outbound_capacity);
-        let registration = self.shared.registry.register(&client_id, outbound.clone());
+        let (outbound, receiver) = mpsc::channel(shared.outbound_capacity);
+        let registration =
+            match shared
+                .registry
+                .register(&client_id, outbound.clone(), shared.max_clients)
+            {
+                Ok(registration) => registration,
+                Err(Full) => {
+                    tracing::warn!(
+                        %client_id,
+                        max_clients = shared.max_clients,
+                        "registration refused: too many clients"
+                    );
+                    return Err(Status::resource_exhausted("too many clients connected"));
+                }
+            };
         tracing::info!(
             %client_id,
             connection = registration.connection,
             replacing = registration.replacing,
             "client connected"
         );
-        StreamWorker::spawn(
-            client_id,
-            registration,
-            inbound,
-            outbound,
-            self.shared.clone(),
-        );
+        StreamWorker::spawn(client_id, registration, inbound, outbound, shared.clone());
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

@@ -1,48 +1,76 @@
 //! The processor server: the side that pulls batches from allocator clients.
 //!
 //! [`ProcessorHandler`] implements the generated [`Processor`] trait, so it mounts on a
-//! [`tonic::transport::Server`] next to `tonic-health`. Every request of every batch it receives
-//! runs through one allocator, any `tower::Service<AllocationRequest, Response =
-//! AllocationResponse>`, and the answers go back on the stream the batch came from.
+//! [`tonic::transport::Server`] next to `tonic-health` ([`ProcessorHandler::routes`]). Every
+//! batch it receives runs through one allocator stack, and the answers go back on the stream
+//! the batch came from.
 //!
 //! ```text
-//! StreamBatches ──► registry (client id -> the stream's only writer) ◄── pull loop
+//! StreamBatches ─► registry (client id -> its stream's only writer) ◄─ pull loop (leader)
 //!       │
-//!       └─ BatchRequest ──► batch pipeline ──► allocator ──► BatchResponse (same writer)
+//!       └─ BatchRequest ─► batch rules ─► allocator stack ─► BatchResponse (same writer)
 //! ```
 //!
+//! - The allocator is a per-request `tower::Service<AllocationRequest, Response =
+//!   AllocationResponse>` ([`ProcessorHandler::builder`]), run per batch by a
+//!   [`ConcurrentBatch`](crate::allocator::ConcurrentBatch), or a batch allocator
+//!   ([`ProcessorHandler::batch_builder`]). Wrap it in any `tower::ServiceBuilder` layers;
+//!   [`record::RecordLayer`] counts outcomes and latency.
 //! - The first message of a stream registers its client id. A later registration with the same
 //!   id replaces the earlier stream, which then ends with `AlreadyExists`.
-//! - A pull loop sends every registered client a pull every pull interval. While it runs, the
-//!   optional health reporter says [`HEALTH_SERVICE_NAME`] is `SERVING`.
-//! - Each batch is processed in a task of its own and answered with one `BatchResponse`.
+//! - While the leadership signal is `true`, a pull loop sends every registered client a pull
+//!   every pull interval, and the optional health reporter says [`HEALTH_SERVICE_NAME`] is
+//!   `SERVING`.
+//! - Every request of a batch gets one answer in one `BatchResponse`: empty and duplicate ids
+//!   get `InvalidArgument`, requests beyond the batch limit `ResourceExhausted`. Each batch is
+//!   processed in a task of its own; a `concurrency_limit(1)` around a batch allocator makes
+//!   the processing of batches strictly one at a time.
+//! - [`ProcessorHandler::shutdown`] stops pulls, answers the batches in flight, then ends the
+//!   streams.
 //! - [`AllocationServiceHandler`] serves the unary `AllocationService/Allocate` through the same
-//!   allocator.
+//!   per-request allocator.
 //!
 //! ```no_run
 //! use agones_processor::proto::{AllocationRequest, AllocationResponse};
-//! use agones_processor::server::ProcessorHandler;
+//! use agones_processor::server::record::{OutcomeStats, RecordLayer};
+//! use agones_processor::server::{ProcessorHandler, recommended_server};
 //! use std::time::Duration;
+//! use tower::ServiceBuilder;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let allocator = tower::service_fn(|_request: AllocationRequest| async {
-//!     Ok::<_, tower::BoxError>(AllocationResponse {
-//!         game_server_name: "gs-1".into(),
-//!         ..Default::default()
-//!     })
-//! });
+//! let outcomes = OutcomeStats::default();
+//! let allocator = ServiceBuilder::new()
+//!     // Outermost, so that it counts timeouts and shed requests too.
+//!     .layer(RecordLayer::new(outcomes.clone()))
+//!     .load_shed()
+//!     .concurrency_limit(64)
+//!     .timeout(Duration::from_secs(5))
+//!     .service_fn(|_request: AllocationRequest| async {
+//!         Ok::<_, tower::BoxError>(AllocationResponse {
+//!             game_server_name: "gs-1".into(),
+//!             ..Default::default()
+//!         })
+//!     });
 //!
+//! let (_leading, leadership) = tokio::sync::watch::channel(true);
 //! let (health, health_server) = tonic_health::server::health_reporter();
 //! let processor = ProcessorHandler::builder(allocator)
 //!     .pull_interval(Duration::from_millis(200))
+//!     .leadership(leadership)
 //!     .health_reporter(health)
 //!     .build();
 //!
-//! tonic::transport::Server::builder()
-//!     .add_service(health_server)
+//! let shutdown = {
+//!     let processor = processor.clone();
+//!     async move {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!         processor.shutdown(Duration::from_secs(10)).await;
+//!     }
+//! };
+//! recommended_server()
+//!     .add_routes(processor.routes(health_server))
 //!     .add_service(processor.allocation_service().into_server())
-//!     .add_service(processor.into_server())
-//!     .serve("127.0.0.1:9090".parse()?)
+//!     .serve_with_shutdown("127.0.0.1:9090".parse()?, shutdown)
 //!     .await?;
 //! # Ok(())
 //! # }
@@ -50,23 +78,27 @@
 //!
 //! # Known limits
 //!
-//! - The pull loop runs from [`Builder::build`] until the handler is dropped; there is no leader
-//!   election yet, so every replica pulls.
-//! - Batches of one client are processed concurrently without a limit. A well-behaved client
-//!   sends at most one batch per pull, which bounds them in practice; a limit on the allocator
-//!   (`tower::limit::ConcurrencyLimit`) bounds the work itself.
-//! - There is no limit on the number of clients or on the size of a batch beyond gRPC's message
-//!   size limit.
+//! - There is no leader election; the user drives the leadership signal. Without one, every
+//!   replica pulls.
+//! - Adaptive pulling ([`Builder::adaptive_pulling`]) has not been benchmarked yet.
 //! - A stream that never sends its registration keeps its RPC open until the client leaves.
+//! - A batch that a client sends during shutdown without having been pulled may be cut off when
+//!   the streams end.
+//! - Upstream's idle-connection limit and minimum client ping interval have no tonic
+//!   equivalent; see [`recommended_server`].
 //!
 //! [`Processor`]: crate::proto::processor_server::Processor
 
 mod batch;
 mod builder;
+mod counters;
 mod handler;
+mod lifecycle;
 mod pull;
+pub mod record;
 mod registry;
 mod stream;
+mod transport;
 mod unary;
 
 #[cfg(test)]
@@ -75,4 +107,7 @@ mod tests;
 pub use crate::HEALTH_SERVICE_NAME;
 pub use builder::Builder;
 pub use handler::{OutboundStream, ProcessorHandler};
+pub use transport::{
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MIN_CLIENT_PING_INTERVAL, recommended_server,
+};
 pub use unary::AllocationServiceHandler;

@@ -42,9 +42,25 @@ pub(crate) struct Registration {
     pub(crate) replacing: bool,
 }
 
+/// The registry already holds its most clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Full;
+
 impl Registry {
     /// Registers `outbound` under `client_id`, replacing any earlier registration of that id.
-    pub(crate) fn register(&self, client_id: &str, outbound: Outbound) -> Registration {
+    ///
+    /// A new id is refused when `max_clients` are registered already; a replacement is not,
+    /// since it does not add a client.
+    pub(crate) fn register(
+        &self,
+        client_id: &str,
+        outbound: Outbound,
+        max_clients: usize,
+    ) -> Result<Registration, Full> {
+        let mut clients = self.lock();
+        if clients.len() >= max_clients && !clients.contains_key(client_id) {
+            return Err(Full);
+        }
         let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let (replaced_tx, replaced) = oneshot::channel();
         let entry = Entry {
@@ -52,12 +68,12 @@ impl Registry {
             outbound,
             _replaced: replaced_tx,
         };
-        let previous = self.lock().insert(client_id.to_owned(), entry);
-        Registration {
+        let previous = clients.insert(client_id.to_owned(), entry);
+        Ok(Registration {
             connection,
             replaced,
             replacing: previous.is_some(),
-        }
+        })
     }
 
     /// Removes `client_id` if it is still registered by `connection`.
@@ -108,9 +124,9 @@ mod tests {
     #[test]
     fn replaced_registration_cannot_remove_the_newer_one() {
         let registry = Registry::default();
-        let mut first = registry.register("a", outbound());
+        let mut first = registry.register("a", outbound(), 10).unwrap();
         assert!(!first.replacing);
-        let second = registry.register("a", outbound());
+        let second = registry.register("a", outbound(), 10).unwrap();
         assert!(second.replacing);
 
         assert!(matches!(
@@ -128,8 +144,18 @@ mod tests {
     fn client_ids_are_sorted() {
         let registry = Registry::default();
         for id in ["c", "a", "b"] {
-            registry.register(id, outbound());
+            registry.register(id, outbound(), 10).unwrap();
         }
         assert_eq!(registry.client_ids(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn new_ids_beyond_the_limit_are_refused_but_replacements_are_not() {
+        let registry = Registry::default();
+        registry.register("a", outbound(), 2).unwrap();
+        registry.register("b", outbound(), 2).unwrap();
+        assert_eq!(registry.register("c", outbound(), 2).err(), Some(Full));
+        assert!(registry.register("a", outbound(), 2).unwrap().replacing);
+        assert_eq!(registry.client_ids(), ["a", "b"]);
     }
 }

@@ -1,21 +1,23 @@
 //! The stream worker: reads one registered client's stream until it ends.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 use tonic::{Status, Streaming};
-use tower::{BoxError, Service};
 use tracing::Instrument;
 
-use super::batch;
+use super::batch::{self, BatchTask};
+use super::counters::Counters;
 use super::handler::Shared;
+use super::lifecycle::{InFlight, Phase};
 use super::registry::{Outbound, Registration};
-use crate::proto::{AllocationRequest, AllocationResponse, ProcessorMessage};
+use crate::proto::ProcessorMessage;
 use crate::proto::{BatchRequest, processor_message::Payload};
 
 /// The message that ends a stream whose client id registered again elsewhere.
 const REPLACED: &str = "replaced by a newer registration with the same client id";
+/// The message that ends every stream when the processor shuts down.
+pub(crate) const SHUTTING_DOWN: &str = "processor shutting down";
 
 /// Reads a registered stream, dispatching its batches, and deregisters it at the end.
 pub(crate) struct StreamWorker<A> {
@@ -25,6 +27,7 @@ pub(crate) struct StreamWorker<A> {
     outbound: Outbound,
     replaced: oneshot::Receiver<()>,
     shared: Arc<Shared<A>>,
+    _open: InFlight,
 }
 
 /// Why a stream ended.
@@ -37,13 +40,13 @@ enum End {
     Failed(Status),
     /// A newer registration with the same client id took this one's place.
     Replaced,
+    /// The processor shuts down and its batches in flight have been answered.
+    Shutdown,
 }
 
 impl<A> StreamWorker<A>
 where
-    A: Service<AllocationRequest, Response = AllocationResponse> + Clone + Send + Sync + 'static,
-    A::Error: Into<BoxError>,
-    A::Future: Send,
+    A: Send + Sync + 'static,
 {
     /// Spawns the worker of a stream registered as `client_id`.
     pub(crate) fn spawn(
@@ -64,15 +67,18 @@ where
             inbound,
             outbound,
             replaced: registration.replaced,
+            _open: shared.lifecycle.stream_started(),
             shared,
         };
         tokio::spawn(worker.run().instrument(span));
     }
 
     async fn run(mut self) {
+        let mut phase = self.shared.lifecycle.phase();
         let end = loop {
             tokio::select! {
                 _ = &mut self.replaced => break End::Replaced,
+                _ = phase.wait_for(|phase| *phase == Phase::Closing) => break End::Shutdown,
                 _ = self.outbound.closed() => break End::Gone,
                 message = self.inbound.message() => match message {
                     Ok(Some(message)) => self.dispatch(message),
@@ -104,6 +110,16 @@ where
                 tracing::info!("client replaced by a newer registration");
                 Some(Status::already_exists(REPLACED))
             }
+            End::Shutdown => {
+                tracing::info!("stream ended by shutdown");
+                // Not waiting for room: a client that does not read must not hold up the
+                // shutdown. Its stream then ends once it read what is queued and every sender
+                // is gone.
+                let _ = self
+                    .outbound
+                    .try_send(Err(Status::unavailable(SHUTTING_DOWN)));
+                None
+            }
         };
         if let Some(status) = last {
             // An error item ends the RPC with that status even while batch tasks still hold
@@ -128,22 +144,25 @@ where
 
     fn start_batch(&self, batch: BatchRequest) {
         let shared = &self.shared;
-        shared.batches_received.fetch_add(1, Ordering::Relaxed);
-        shared
-            .requests_received
-            .fetch_add(batch.requests.len() as u64, Ordering::Relaxed);
+        Counters::add(&shared.counters.batches, 1);
+        Counters::add(&shared.counters.requests, batch.requests.len() as u64);
         tracing::debug!(
             batch_id = %batch.batch_id,
             requests = batch.requests.len(),
             "batch received"
         );
-        batch::spawn(
-            shared.allocator.clone(),
-            self.client_id.clone(),
-            batch,
-            shared.unallocated,
-            self.outbound.clone(),
-        );
+        let task = BatchTask {
+            allocator: shared.batch.clone(),
+            client_id: self.client_id.clone(),
+            rules: shared.rules.clone(),
+            outbound: self.outbound.clone(),
+            counters: shared.counters.clone(),
+            in_flight: shared.lifecycle.batch_started(),
+            repull: shared
+                .adaptive_pulling
+                .then(|| shared.lifecycle.pulling().subscribe()),
+        };
+        batch::spawn(batch, task);
     }
 }
 

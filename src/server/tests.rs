@@ -53,7 +53,7 @@ fn allocator()
 }
 
 /// Serves `builder`'s handler and a health service on a fresh loopback port.
-async fn serve<A>(builder: Builder<A>) -> (ProcessorHandler<A>, SocketAddr)
+async fn serve<A: Clone>(builder: Builder<A>) -> (ProcessorHandler<A>, SocketAddr)
 where
     ProcessorHandler<A>: crate::proto::processor_server::Processor,
 {
@@ -485,4 +485,259 @@ async fn next_status(
     statuses: &mut (impl Stream<Item = Result<HealthCheckResponse, Status>> + Unpin),
 ) -> WireServingStatus {
     statuses.next().await.unwrap().unwrap().status()
+}
+
+async fn health_check(addr: SocketAddr) -> WireServingStatus {
+    let mut health = HealthClient::new(channel(addr).await);
+    let request = HealthCheckRequest {
+        service: HEALTH_SERVICE_NAME.into(),
+    };
+    match health.check(request).await {
+        Ok(response) => response.into_inner().status(),
+        Err(status) if status.code() == Code::NotFound => WireServingStatus::Unknown,
+        Err(status) => panic!("health check failed: {status:?}"),
+    }
+}
+
+/// Checks health every pull interval until it reports `wanted`.
+async fn wait_for_health(addr: SocketAddr, wanted: WireServingStatus) {
+    while health_check(addr).await != wanted {
+        tokio::time::sleep(INTERVAL).await;
+    }
+}
+
+/// A batch whose requests have the given ids, all in namespace "x".
+fn batch_with_ids(client_id: &str, batch_id: &str, ids: &[&str]) -> ProcessorMessage {
+    let mut message = batch(client_id, batch_id, &vec!["x"; ids.len()]);
+    if let Some(Payload::BatchRequest(batch)) = &mut message.payload {
+        for (wrapper, id) in batch.requests.iter_mut().zip(ids) {
+            wrapper.request_id = (*id).into();
+        }
+    }
+    message
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_rules_answer_every_request_in_the_same_response() {
+    let builder = ProcessorHandler::builder(allocator()).max_batch_size(5);
+    let (handler, addr) = serve(builder).await;
+    let mut client = RawClient::register(addr, "a").await;
+
+    let ids = ["r1", "r2", "r1", "", "r3", "r4", "r5"];
+    client.send(batch_with_ids("a", "b1", &ids)).await;
+    let (_, response) = client.next_batch_response().await;
+
+    let got: Vec<_> = response
+        .responses
+        .iter()
+        .map(|r| r.request_id.as_str())
+        .collect();
+    assert_eq!(got, ids);
+    let codes: Vec<_> = response
+        .responses
+        .iter()
+        .map(|r| error(&r.result).map_or(Code::Ok, |(code, _)| code))
+        .collect();
+    use Code::{InvalidArgument as Invalid, Ok, ResourceExhausted as Exhausted};
+    assert_eq!(codes, [Ok, Ok, Invalid, Invalid, Ok, Exhausted, Exhausted]);
+    assert_eq!(handler.answers(Code::Ok), 3);
+    assert_eq!(handler.answers(Code::InvalidArgument), 2);
+    assert_eq!(handler.answers(Code::ResourceExhausted), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clients_beyond_the_limit_are_refused() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator()).max_clients(1)).await;
+    let _a = RawClient::register(addr, "a").await;
+
+    let status = RawClient::open(addr, vec![registration("b")])
+        .await
+        .err()
+        .expect("a second client id is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let mut again = RawClient::register(addr, "a").await;
+    again.next_pull().await;
+    assert_eq!(handler.connected_clients(), ["a"]);
+}
+
+/// Names its game server with `namespace.len()` bytes when the namespace starts with "big".
+fn big_allocator()
+-> impl Service<AllocationRequest, Response = AllocationResponse, Error = BoxError, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(|request: AllocationRequest| async move {
+        let name = if request.namespace.starts_with("big") {
+            "g".repeat(256 * 1024)
+        } else {
+            format!("gs-{}", request.namespace)
+        };
+        Ok(AllocationResponse {
+            game_server_name: name,
+            ..Default::default()
+        })
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_does_not_read_does_not_slow_another_clients_answers() {
+    let builder = ProcessorHandler::builder(big_allocator()).outbound_capacity(2);
+    let (handler, addr) = serve(builder).await;
+    // Never reads: megabytes of answers pile up in the transport, then in its queue.
+    let stuck = RawClient::register(addr, "stuck").await;
+    for i in 0..8 {
+        stuck
+            .send(batch("stuck", &format!("s{i}"), &["big"; 4]))
+            .await;
+    }
+    let mut fast = RawClient::register(addr, "fast").await;
+
+    // Pulls go on; the stuck client's are skipped once its queue is full.
+    let mut pulls = 0;
+    while handler.pulls_skipped() == 0 {
+        fast.next_pull().await;
+        pulls += 1;
+        assert!(pulls < 100, "no pull to the stuck client was ever skipped");
+    }
+    for i in 0..3 {
+        let batch_id = format!("f{i}");
+        fast.send(batch("fast", &batch_id, &["x"])).await;
+        let (_, response) = fast.next_batch_response().await;
+        assert_eq!(response.batch_id, batch_id);
+        assert_eq!(game_server(&response.responses[0].result), Some("gs-x"));
+    }
+    assert_eq!(handler.connected_clients(), ["fast", "stuck"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn leadership_gates_pulls_and_health() {
+    let (leading, leadership) = tokio::sync::watch::channel(false);
+    let builder = ProcessorHandler::builder(allocator()).leadership(leadership);
+    let (handler, addr) = serve(builder).await;
+    let mut client = RawClient::register(addr, "a").await;
+
+    // Not leading: no pulls, NOT_SERVING.
+    wait_for_health(addr, WireServingStatus::NotServing).await;
+    tokio::time::sleep(INTERVAL * 5).await;
+    assert_eq!(handler.pulls_sent(), 0);
+
+    // Leading: pulls and SERVING, reported before the first pull.
+    leading.send_replace(true);
+    client.next_pull().await;
+    assert_eq!(health_check(addr).await, WireServingStatus::Serving);
+
+    // Not leading again.
+    leading.send_replace(false);
+    wait_for_health(addr, WireServingStatus::NotServing).await;
+    let sent = handler.pulls_sent();
+    tokio::time::sleep(INTERVAL * 5).await;
+    assert_eq!(handler.pulls_sent(), sent);
+}
+
+type MockAllocator = tower_test::mock::Mock<AllocationRequest, AllocationResponse>;
+type MockHandle = tower_test::mock::Handle<AllocationRequest, AllocationResponse>;
+
+#[tokio::test(start_paused = true)]
+async fn losing_leadership_keeps_answering_batches_in_progress() {
+    let (allocator, mut calls): (MockAllocator, MockHandle) = tower_test::mock::pair();
+    let (leading, leadership) = tokio::sync::watch::channel(true);
+    let builder = ProcessorHandler::builder(allocator).leadership(leadership);
+    let (_handler, addr) = serve(builder).await;
+    let mut client = RawClient::register(addr, "a").await;
+    client.next_pull().await;
+
+    client.send(batch("a", "b1", &["x"])).await;
+    let (_, reply) = calls.next_request().await.unwrap();
+    leading.send_replace(false);
+    wait_for_health(addr, WireServingStatus::NotServing).await;
+    reply.send_response(AllocationResponse {
+        game_server_name: "gs-late".into(),
+        ..Default::default()
+    });
+
+    let (_, response) = client.next_batch_response().await;
+    assert_eq!(game_server(&response.responses[0].result), Some("gs-late"));
+}
+
+// On the real clock: the shutdown's grace period is a timer, which a paused clock would fire
+// while the answer crosses the loopback interface.
+#[tokio::test]
+async fn shutdown_delivers_in_flight_answers_before_the_streams_end() {
+    let (allocator, mut calls): (MockAllocator, MockHandle) = tower_test::mock::pair();
+    let builder = ProcessorHandler::builder(allocator).pull_interval(Duration::from_millis(20));
+    let (handler, addr) = serve(builder).await;
+    let mut client = RawClient::register(addr, "a").await;
+    wait_for_health(addr, WireServingStatus::Serving).await;
+    client.send(batch("a", "b1", &["x"])).await;
+    let (_, reply) = calls.next_request().await.unwrap();
+
+    let shutdown = tokio::spawn({
+        let handler = handler.clone();
+        async move { handler.shutdown(Duration::from_secs(30)).await }
+    });
+    wait_for_health(addr, WireServingStatus::NotServing).await;
+    let status = RawClient::open(addr, vec![registration("late")])
+        .await
+        .err()
+        .expect("registration refused while shutting down");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown did not wait for the batch"
+    );
+
+    reply.send_response(AllocationResponse {
+        game_server_name: "gs-last".into(),
+        ..Default::default()
+    });
+    let (_, response) = client.next_batch_response().await;
+    assert_eq!(game_server(&response.responses[0].result), Some("gs-last"));
+    let end = client
+        .end()
+        .await
+        .expect_err("the stream ends with a status");
+    assert_eq!(end.code(), Code::Unavailable);
+    assert!(
+        shutdown.await.unwrap(),
+        "shutdown finished within its grace period"
+    );
+    assert!(handler.connected_clients().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_pulling_pulls_again_right_after_an_answer() {
+    let interval = Duration::from_secs(3600);
+    let builder = ProcessorHandler::builder(allocator())
+        .pull_interval(interval)
+        .adaptive_pulling(true);
+    let (_handler, addr) = serve(builder).await;
+    let mut client = RawClient::register(addr, "a").await;
+    client.next_pull().await;
+
+    let started = tokio::time::Instant::now();
+    client.send(batch("a", "b1", &["x"])).await;
+    let (_, response) = client.next_batch_response().await;
+    assert_eq!(response.batch_id, "b1");
+    let next = client.next().await;
+    assert!(matches!(next.payload, Some(Payload::Pull(_))), "{next:?}");
+    assert!(
+        started.elapsed() < interval,
+        "the pull waited for the next tick"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_adaptive_pulling_the_next_pull_waits_for_the_tick() {
+    let interval = Duration::from_secs(3600);
+    let builder = ProcessorHandler::builder(allocator()).pull_interval(interval);
+    let (_handler, addr) = serve(builder).await;
+    let mut client = RawClient::register(addr, "a").await;
+    client.next_pull().await;
+
+    let started = tokio::time::Instant::now();
+    client.send(batch("a", "b1", &["x"])).await;
+    client.next_batch_response().await;
+    client.next_pull().await;
+    assert!(started.elapsed() >= interval / 2, "{:?}", started.elapsed());
 }
