@@ -28,7 +28,6 @@ use agones_processor::{
 };
 use clap::Parser;
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Runs a processor and three clients over an in-memory fleet and prints what happened.
 #[derive(Debug, Parser)]
@@ -85,7 +84,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(processor.clone().into_server())
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(agones_processor::server::incoming(listener)),
     );
     println!(
         "processor on {address} (health service {HEALTH_SERVICE_NAME:?}), pulling every {:?}",

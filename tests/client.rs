@@ -25,7 +25,7 @@ use agones_processor::{
     },
 };
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming, codegen::http};
 use tonic_health::ServingStatus;
 
@@ -155,7 +155,7 @@ impl Harness {
         let server = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(ProcessorServer::new(Scripted { streams }))
-            .serve_with_incoming(TcpListenerStream::new(listener));
+            .serve_with_incoming(agones_processor::server::incoming(listener));
         let server = tokio::spawn(async move { server.await.unwrap() });
         Self {
             address,
@@ -182,6 +182,14 @@ fn request(namespace: impl Into<String>) -> AllocationRequest {
     }
 }
 
+/// Calls `client` in a task of its own with a request in `namespace`.
+fn spawn_call(
+    client: &ProcessorClient,
+    namespace: String,
+) -> JoinHandle<Result<AllocationResponse, Error>> {
+    tokio::spawn(client.clone().allocate_owned(request(namespace)))
+}
+
 /// Starts `count` calls named `prefix-i` and waits until all are queued.
 async fn start_calls(
     client: &ProcessorClient,
@@ -190,11 +198,7 @@ async fn start_calls(
 ) -> Vec<JoinHandle<Result<AllocationResponse, Error>>> {
     let queued_before = client.stats().queued;
     let calls = (0..count)
-        .map(|i| {
-            let client = client.clone();
-            let request = request(format!("{prefix}-{i}"));
-            tokio::spawn(async move { client.allocate(request).await })
-        })
+        .map(|i| spawn_call(client, format!("{prefix}-{i}")))
         .collect();
     while client.stats().queued < queued_before + count {
         tokio::task::yield_now().await;
@@ -239,10 +243,7 @@ async fn each_pull_takes_at_most_max_batch_size_oldest_first() {
 
     // 25 calls: 10 fit the queue, the rest wait in the buffer until pulls make room.
     let calls: Vec<_> = (0..25)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { client.allocate(request(format!("r-{i:02}"))).await })
-        })
+        .map(|i| spawn_call(&client, format!("r-{i:02}")))
         .collect();
     while client.stats().queued < 10 {
         tokio::task::yield_now().await;
@@ -496,7 +497,7 @@ async fn processor_not_serving_is_not_connected_to() {
         }))
         .add_service(health)
         .add_service(ProcessorServer::new(Scripted { streams }))
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(agones_processor::server::incoming(listener));
     tokio::spawn(server);
 
     let client = ProcessorClient::builder(format!("http://{address}"))
@@ -616,10 +617,7 @@ async fn ten_thousand_callers_against_a_small_queue_each_end_once() {
     let mut stream = harness.stream().await;
 
     let calls: Vec<_> = (0..10_000)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { client.allocate(request(format!("r-{i}"))).await })
-        })
+        .map(|i| spawn_call(&client, format!("r-{i}")))
         .collect();
 
     let mut answered = 0;

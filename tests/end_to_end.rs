@@ -24,7 +24,6 @@ use agones_processor::{
     server::ProcessorHandler,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 use tower::{BoxError, Service, service_fn};
 
@@ -48,7 +47,7 @@ where
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(processor.clone().into_server())
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(agones_processor::server::incoming(listener));
     let task = tokio::spawn(async move { server.await.expect("server failed") });
     (processor, task)
 }

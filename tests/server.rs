@@ -17,7 +17,6 @@ use agones_processor::server::{Builder, ProcessorHandler, recommended_server};
 use agones_processor::{AllocationRequest, AllocationResponse, ProcessorClient};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -37,7 +36,7 @@ where
     let address = listener.local_addr().unwrap();
     let server = recommended_server()
         .add_routes(processor.routes(health))
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(agones_processor::server::incoming(listener));
     tokio::spawn(async move { server.await.expect("server failed") });
     (processor, address)
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use agones_processor::server::{ProcessorHandler, recommended_server};
 use agones_processor::{AllocationRequest, AllocationResponse, ProcessorClient};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tower::{BoxError, ServiceBuilder};
 use tracing::Instrument;
 
@@ -77,7 +76,7 @@ async fn tracing_layer_spans_nest_in_the_stream_and_batch_spans() {
     let address: SocketAddr = listener.local_addr().unwrap();
     let server = recommended_server()
         .add_routes(processor.routes(health))
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(agones_processor::server::incoming(listener));
     tokio::spawn(server);
     let client = ProcessorClient::builder(format!("http://{address}"))
         .client_id("allocator-7")

@@ -9,7 +9,6 @@ use agones_processor::{
     AllocationRequest, ProcessorClient, proto::allocation_service_client::AllocationServiceClient,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, transport::Channel};
 
 #[path = "../examples/stacks/frontend.rs"]
@@ -22,7 +21,7 @@ async fn start_frontend(client: ProcessorClient) -> AllocationServiceClient<Chan
     let address: SocketAddr = listener.local_addr().unwrap();
     let server = tonic::transport::Server::builder()
         .add_service(frontend::Frontend::server(client))
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(agones_processor::server::incoming(listener));
     tokio::spawn(async move { server.await.expect("front end failed") });
     AllocationServiceClient::connect(format!("http://{address}"))
         .await

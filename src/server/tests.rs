@@ -6,7 +6,7 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -64,7 +64,7 @@ where
     let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(handler.clone().into_server())
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(super::incoming(listener));
     tokio::spawn(server);
     (handler, addr)
 }

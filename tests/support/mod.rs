@@ -10,7 +10,6 @@ use agones_processor::{
     server::ProcessorHandler,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// A processor over a fleet of 2 nodes with 10 game servers each, on an ephemeral loopback
 /// port, serving until the returned task is aborted.
@@ -25,7 +24,7 @@ pub(crate) async fn start_processor() -> (SocketAddr, JoinHandle<()>) {
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(processor.into_server())
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(agones_processor::server::incoming(listener));
     let task = tokio::spawn(async move { server.await.expect("processor failed") });
     (address, task)
 }
