@@ -161,12 +161,16 @@ impl Fleet {
         self.lock().insert(game_server)
     }
 
-    /// Adds or replaces many game servers under one lock.
+    /// Adds or replaces many game servers under one lock, then rebuilds the index once.
+    ///
+    /// Rebuilding costs a pass over the whole fleet, which beats re-keying node after node
+    /// when loading many game servers; for a few changes, [`Fleet::insert`] is cheaper.
     pub fn extend(&self, game_servers: impl IntoIterator<Item = GameServer>) {
         let mut state = self.lock();
         for game_server in game_servers {
-            state.insert(game_server);
+            state.insert_unindexed(game_server);
         }
+        state.rebuild_index();
     }
 
     /// Removes a game server and returns it, if it was there.
@@ -298,6 +302,28 @@ impl State {
     fn insert(&mut self, game_server: GameServer) -> Option<GameServer> {
         let (namespace, name) = (game_server.namespace.clone(), game_server.name.clone());
         self.put(&namespace, &name, Some(game_server))
+    }
+
+    /// Adds or replaces a game server in the maps and counts only; the index is stale until
+    /// [`State::rebuild_index`].
+    fn insert_unindexed(&mut self, game_server: GameServer) {
+        self.nodes.add(&game_server);
+        let previous = self
+            .game_servers
+            .entry(game_server.namespace.clone())
+            .or_default()
+            .insert(game_server.name.clone(), game_server);
+        match &previous {
+            Some(previous) => self.nodes.remove(previous),
+            None => self.len += 1,
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index = Index::default();
+        for game_server in self.game_servers.values().flat_map(BTreeMap::values) {
+            self.index.add(game_server, &self.nodes);
+        }
     }
 
     /// Puts `new` in place of the game server `namespace`/`name` (`None` removes it) and
