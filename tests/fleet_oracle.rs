@@ -155,7 +155,7 @@ fn priorities(least: usize) -> impl Strategy<Value = Vec<Priority>> {
 enum Step {
     Allocate(Box<AllocationRequest>),
     Deallocate(usize),
-    Insert(GameServer),
+    Insert(Box<GameServer>),
     Remove(usize),
 }
 
@@ -208,7 +208,7 @@ fn steps(distributed: bool) -> impl Strategy<Value = Vec<Step>> {
     let step = prop_oneof![
         6 => request(distributed).prop_map(|r| Step::Allocate(Box::new(r))),
         1 => (0usize..64).prop_map(Step::Deallocate),
-        1 => game_server().prop_map(Step::Insert),
+        1 => game_server().prop_map(|gs| Step::Insert(Box::new(gs))),
         1 => (0usize..64).prop_map(Step::Remove),
     ];
     proptest::collection::vec(step, 1..24)
@@ -232,7 +232,7 @@ fn check(fleet: Vec<GameServer>, steps: Vec<Step>) -> Result<(), TestCaseError> 
                 }
             }
             Step::Insert(gs) => {
-                fleet.insert(gs);
+                fleet.insert(*gs);
             }
             Step::Remove(i) => {
                 if let Some(gs) = pick(i) {

@@ -232,13 +232,13 @@ impl Fleet {
     ///
     /// Allocations wait while `visit` runs over the whole fleet; keep it quick, or use
     /// [`Fleet::game_servers`] for a copy.
-    pub fn for_each(&self, mut visit: impl FnMut(&GameServer)) {
+    pub fn for_each(&self, visit: impl FnMut(&GameServer)) {
         let state = self.lock();
         state
             .game_servers
             .values()
             .flat_map(BTreeMap::values)
-            .for_each(|game_server| visit(game_server));
+            .for_each(visit);
     }
 
     /// The number of game servers, in every namespace and state.
@@ -363,10 +363,7 @@ impl State {
         let old = self
             .game_servers
             .get_mut(namespace)
-            .and_then(|in_namespace| {
-                let old = in_namespace.remove(name);
-                old
-            });
+            .and_then(|in_namespace| in_namespace.remove(name));
         if self
             .game_servers
             .get(namespace)
