@@ -4,8 +4,11 @@
 //! - `request`: request normalisation (defaults, deprecated fields);
 //! - `validate`: the rules a request must meet;
 //! - `select`: matching and ordering of candidates;
+//! - `index`: the candidates kept in Packed order per namespace, state and label;
 //! - `nodes`: per-node counts used by Packed ordering;
 //! - `apply`: applying an allocation and building the response;
+//! - `report`: the failed counter and list actions returned to the caller;
+//! - `file`: fleets from JSON or YAML files shaped like Agones `GameServer` resources;
 //! - `demo`: a generated fleet for examples, tests and benchmarks.
 
 mod apply;
