@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --example quickstart
 //! cargo run --example quickstart -- --requests-per-client 1000 --pull-interval 50ms
+//! cargo run --example quickstart -- --fleet examples/fleet.yaml --requests-per-client 5
 //! ```
 //!
 //! Exits non-zero if any call went unanswered or a Ready game server was handed out twice.
@@ -47,6 +48,9 @@ struct Args {
     /// Game servers per node.
     #[arg(long, default_value_t = 40)]
     per_node: usize,
+    /// A JSON or YAML fleet file (such as `examples/fleet.yaml`) instead of a generated fleet.
+    #[arg(long)]
+    fleet: Option<std::path::PathBuf>,
     /// How often the processor pulls every client.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pull_interval: Duration,
@@ -71,7 +75,10 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let args = Args::parse();
 
     // The processor, serving the embedded fleet allocator on an ephemeral loopback port.
-    let fleet = Fleet::new(demo_fleet(args.nodes, args.per_node));
+    let fleet = match &args.fleet {
+        Some(path) => Fleet::from_file(path)?,
+        None => Fleet::new(demo_fleet(args.nodes, args.per_node)),
+    };
     let initially = summarize_states(&fleet);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let processor = ProcessorHandler::builder(fleet.clone())
@@ -93,7 +100,13 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     println!(
         "fleet: {} game servers on {} nodes, {} Ready, {} Allocated, {} other",
         fleet.len(),
-        args.nodes,
+        // Counted from the fleet, which may come from a file rather than `--nodes`.
+        fleet
+            .game_servers()
+            .iter()
+            .map(|gs| gs.node_name.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         initially.0,
         initially.1,
         initially.2

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example server -- --addr 127.0.0.1:9090 --nodes 8 --per-node 40 --pull-interval 200ms
+//! cargo run --example server -- --fleet examples/fleet.yaml
 //! ```
 #![allow(clippy::print_stdout)]
 
@@ -25,6 +26,9 @@ struct Args {
     /// Game servers per node.
     #[arg(long, default_value_t = 40)]
     per_node: usize,
+    /// A JSON or YAML fleet file (such as `examples/fleet.yaml`) instead of a generated fleet.
+    #[arg(long)]
+    fleet: Option<std::path::PathBuf>,
     /// How often every client is pulled.
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     pull_interval: Duration,
@@ -42,7 +46,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
 
-    let fleet = Fleet::new(demo_fleet(args.nodes, args.per_node));
+    let fleet = match &args.fleet {
+        Some(path) => Fleet::from_file(path)?,
+        None => Fleet::new(demo_fleet(args.nodes, args.per_node)),
+    };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let processor = ProcessorHandler::builder(fleet.clone())
         .pull_interval(args.pull_interval)

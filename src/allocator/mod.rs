@@ -17,5 +17,7 @@ mod fleet;
 pub use batch::{BatchFuture, BatchOutcome, ConcurrentBatch, ConcurrentBatchLayer};
 pub use error::AllocationError;
 pub use fleet::{
-    Address, Counter, Fleet, GameServer, GameServerState, List, Players, Port, demo_fleet,
+    ActionTarget, ActionWarning, Address, Allocation, Counter, Fleet, FleetFileError, GameServer,
+    GameServerState, List, Players, Port, demo_fleet, parse_fleet_json, parse_fleet_yaml,
+    read_fleet_file,
 };

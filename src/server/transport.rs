@@ -70,6 +70,9 @@ mod tests {
         let mut accepted = incoming(listener);
         let _client = tokio::net::TcpStream::connect(address).await.unwrap();
         let stream = accepted.next().await.unwrap().unwrap();
-        assert!(stream.nodelay().unwrap(), "small messages must not wait for Nagle");
+        assert!(
+            stream.nodelay().unwrap(),
+            "small messages must not wait for Nagle"
+        );
     }
 }

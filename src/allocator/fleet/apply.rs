@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::game_server::{Counter, GameServer, GameServerState, List};
+use super::report::{ActionTarget, ActionWarning};
 use super::request::Normalized;
 use crate::proto::allocation_response::{
     CounterStatus, GameServerMetadata, GameServerStatusAddress, GameServerStatusPort, ListStatus,
@@ -18,22 +19,6 @@ pub(crate) const MAX_LIST_CAPACITY: i64 = 1000;
 /// The `source` of a response from this cluster's own game servers.
 const SOURCE: &str = "local";
 
-/// A counter or list action that could not be carried out; the allocation stands regardless.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ActionError {
-    pub(crate) target: ActionTarget,
-    /// The counter or list name.
-    pub(crate) name: String,
-    pub(crate) message: String,
-}
-
-/// What an [`ActionError`] was acting on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ActionTarget {
-    Counter,
-    List,
-}
-
 /// Applies an allocation to the chosen game server and returns the actions that failed.
 ///
 /// `allocated_at` is written to the last-allocated annotation after the metadata patch, so a
@@ -42,7 +27,7 @@ pub(crate) fn apply(
     game_server: &mut GameServer,
     request: &Normalized<'_>,
     allocated_at: &str,
-) -> Vec<ActionError> {
+) -> Vec<ActionWarning> {
     if let Some(patch) = &request.metadata {
         let patch = patch.patch;
         game_server.labels.extend(patch.labels.clone());
@@ -59,7 +44,7 @@ pub(crate) fn apply(
         errors.extend(
             apply_counter(counter, action)
                 .into_iter()
-                .map(|message| ActionError {
+                .map(|message| ActionWarning {
                     target: ActionTarget::Counter,
                     name: name.clone(),
                     message,
@@ -71,7 +56,7 @@ pub(crate) fn apply(
         errors.extend(
             apply_list(list, action)
                 .into_iter()
-                .map(|message| ActionError {
+                .map(|message| ActionWarning {
                     target: ActionTarget::List,
                     name: name.clone(),
                     message,
@@ -235,7 +220,7 @@ mod tests {
             .collect()
     }
 
-    fn run(game_server: &mut GameServer, request: &AllocationRequest) -> Vec<ActionError> {
+    fn run(game_server: &mut GameServer, request: &AllocationRequest) -> Vec<ActionWarning> {
         apply(game_server, &Normalized::new(request), NOW)
     }
 

@@ -4,21 +4,27 @@
 //! - `request`: request normalisation (defaults, deprecated fields);
 //! - `validate`: the rules a request must meet;
 //! - `select`: matching and ordering of candidates;
+//! - `index`: the candidates kept in Packed order per namespace, state and label;
 //! - `nodes`: per-node counts used by Packed ordering;
 //! - `apply`: applying an allocation and building the response;
+//! - `report`: the failed counter and list actions returned to the caller;
+//! - `file`: fleets from JSON or YAML files shaped like Agones `GameServer` resources;
 //! - `demo`: a generated fleet for examples, tests and benchmarks.
 
 mod apply;
 mod demo;
+mod file;
 mod game_server;
+mod index;
 mod nodes;
+mod report;
 mod request;
 mod select;
 #[cfg(test)]
 mod test_support;
 mod validate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::{Ready, ready};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,9 +35,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use demo::demo_fleet;
+pub use file::{FleetFileError, parse_fleet_json, parse_fleet_yaml, read_fleet_file};
 pub use game_server::{Address, Counter, GameServer, GameServerState, List, Players, Port};
+pub use report::{ActionTarget, ActionWarning, Allocation};
 
-use self::apply::ActionTarget;
+use self::index::Index;
 use self::nodes::NodeCounts;
 use self::request::Normalized;
 use super::AllocationError;
@@ -43,21 +51,38 @@ use crate::proto::{AllocationRequest, AllocationResponse};
 /// Agones' own allocator would choose (with Counts-and-Lists and player filtering enabled):
 /// validation, selectors tried in order, Packed or Distributed ordering with priorities, the
 /// metadata patch, the `agones.dev/last-allocated` annotation, counter and list actions. Counter
-/// and list actions that fail are logged as warnings and do not fail the allocation, as in
-/// Agones.
+/// and list actions that fail do not fail the allocation, as in Agones: they are logged as
+/// warnings and returned by [`Fleet::allocate_with_report`].
 ///
-/// A `Fleet` is a cheap handle: clones share the same game servers. It is a
-/// [`tower::Service`] that is always ready and decides each request synchronously inside
-/// `call`, so requests called in order are decided in order, each one seeing the effects of the
-/// ones before it (two requests never get the same Ready game server).
+/// A `Fleet` is a cheap handle: clones share the same game servers, so the processor and
+/// whatever feeds fleet changes (a watch, a test, an admin endpoint) can each hold one. Every
+/// operation takes one short lock; none waits on I/O. It is a [`tower::Service`] that is always
+/// ready and decides each request synchronously inside `call`, so requests called in order are
+/// decided in order, each one seeing the effects of the ones before it (two requests never get
+/// the same Ready game server, and a re-allocation sees the counters and lists left by the
+/// previous one).
 ///
-/// Known limits:
+/// # Speed
 ///
-/// - each request scans every game server of its namespace, so the cost of an allocation grows
-///   linearly with the namespace's size; there is no index yet;
-/// - when only some candidates track players, the Packed order is not a total order (Agones
-///   compares player room only between two game servers that both track players); the fleet
-///   then takes the first minimum in name order, where Agones' sort may settle differently.
+/// Candidates are kept in per-namespace ordered indexes (by state, and by label pair) keyed by
+/// the Packed order, and node counts are kept up to date as game servers change, so a Packed
+/// request walks candidates in order from the narrowest set its labels allow and stops at the
+/// first match. Adding, changing or allocating a game server re-keys the candidates on its
+/// node. Slower paths, by design:
+///
+/// - Packed with priorities also walks every candidate that ties with the first match on node
+///   counts and player room (priorities only rank among those);
+/// - Distributed walks every candidate of the narrowest set;
+/// - selectors filtering on players, counters or lists skip non-matching candidates one by
+///   one, so a rare match costs a walk of the set.
+///
+/// # Player room
+///
+/// Agones compares player room only when both game servers track players, which is not a total
+/// order when only some do; its sort then settles either way. This fleet uses a total order
+/// that agrees with that rule wherever it decides: a game server that does not track players
+/// counts as having unlimited room, so it comes after every one that does (on the same node
+/// counts).
 ///
 /// # Example
 ///
@@ -86,11 +111,12 @@ pub struct Fleet {
 
 /// Everything behind the fleet's lock.
 struct State {
-    /// Game servers by namespace, then name: a namespace's candidates are one map, and
-    /// snapshots come out sorted.
+    /// Game servers by namespace, then name: snapshots come out sorted.
     game_servers: BTreeMap<String, BTreeMap<String, GameServer>>,
     /// Ready and Allocated game servers per node, over every namespace.
     nodes: NodeCounts,
+    /// The candidates in Packed order; see the `index` module.
+    index: Index,
     len: usize,
     /// Drives the Distributed order.
     rng: StdRng,
@@ -106,17 +132,22 @@ impl Fleet {
             state: Arc::new(Mutex::new(State {
                 game_servers: BTreeMap::new(),
                 nodes: NodeCounts::default(),
+                index: Index::default(),
                 len: 0,
                 rng: StdRng::from_os_rng(),
             })),
         };
-        {
-            let mut state = fleet.lock();
-            for game_server in game_servers {
-                state.insert(game_server);
-            }
-        }
+        fleet.extend(game_servers);
         fleet
+    }
+
+    /// A fleet of the game servers in a JSON or YAML file; see [`read_fleet_file`].
+    ///
+    /// # Errors
+    ///
+    /// As [`read_fleet_file`].
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, FleetFileError> {
+        read_fleet_file(path).map(Self::new)
     }
 
     /// Seeds the random Distributed order, so that tests get the same choices on every run.
@@ -133,9 +164,59 @@ impl Fleet {
         self.lock().insert(game_server)
     }
 
+    /// Adds or replaces many game servers under one lock, then rebuilds the index once.
+    ///
+    /// Rebuilding costs a pass over the whole fleet, which beats re-keying node after node
+    /// when loading many game servers; for a few changes, [`Fleet::insert`] is cheaper.
+    pub fn extend(&self, game_servers: impl IntoIterator<Item = GameServer>) {
+        let mut state = self.lock();
+        for game_server in game_servers {
+            state.insert_unindexed(game_server);
+        }
+        state.rebuild_index();
+    }
+
     /// Removes a game server and returns it, if it was there.
     pub fn remove(&self, namespace: &str, name: &str) -> Option<GameServer> {
-        self.lock().remove(namespace, name)
+        self.lock().put(namespace, name, None)
+    }
+
+    /// Changes a game server in place and returns what `change` returns, or `None` when the
+    /// game server is not there.
+    ///
+    /// The change runs under the fleet's lock, so it must be quick. Renaming the game server or
+    /// moving it to another namespace is allowed: it then replaces any game server with the
+    /// new namespace and name.
+    pub fn update<R>(
+        &self,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut GameServer) -> R,
+    ) -> Option<R> {
+        let mut state = self.lock();
+        let mut game_server = state.game_servers.get(namespace)?.get(name)?.clone();
+        let result = change(&mut game_server);
+        if game_server.namespace != namespace || game_server.name != name {
+            state.put(namespace, name, None);
+        }
+        state.insert(game_server);
+        Some(result)
+    }
+
+    /// Marks an Allocated game server Ready again, as when its session ends; returns whether
+    /// it was Allocated.
+    ///
+    /// Labels, annotations, counters and lists are kept: Agones leaves them to the game server
+    /// too.
+    pub fn deallocate(&self, namespace: &str, name: &str) -> bool {
+        self.update(namespace, name, |game_server| {
+            let was_allocated = game_server.state == GameServerState::Allocated;
+            if was_allocated {
+                game_server.state = GameServerState::Ready;
+            }
+            was_allocated
+        })
+        .unwrap_or(false)
     }
 
     /// A copy of a game server, if it is there.
@@ -145,13 +226,22 @@ impl Fleet {
 
     /// A copy of every game server, sorted by namespace then name.
     pub fn game_servers(&self) -> Vec<GameServer> {
+        let mut copies = Vec::with_capacity(self.len());
+        self.for_each(|game_server| copies.push(game_server.clone()));
+        copies
+    }
+
+    /// Visits every game server, sorted by namespace then name, without copying them.
+    ///
+    /// Allocations wait while `visit` runs over the whole fleet; keep it quick, or use
+    /// [`Fleet::game_servers`] for a copy.
+    pub fn for_each(&self, visit: impl FnMut(&GameServer)) {
         let state = self.lock();
         state
             .game_servers
             .values()
             .flat_map(BTreeMap::values)
-            .cloned()
-            .collect()
+            .for_each(visit);
     }
 
     /// The number of game servers, in every namespace and state.
@@ -168,7 +258,8 @@ impl Fleet {
     ///
     /// On success the chosen game server is Allocated, carries the request's metadata, the
     /// `agones.dev/last-allocated` annotation and the effects of the counter and list actions,
-    /// and the response describes it.
+    /// and the response describes it. Failed counter and list actions are only logged; use
+    /// [`Fleet::allocate_with_report`] to get them.
     ///
     /// # Errors
     ///
@@ -180,6 +271,20 @@ impl Fleet {
         &self,
         request: &AllocationRequest,
     ) -> Result<AllocationResponse, AllocationError> {
+        self.allocate_with_report(request)
+            .map(|allocation| allocation.response)
+    }
+
+    /// Allocates like [`Fleet::allocate`], and also returns the counter and list actions that
+    /// failed (the allocation stands regardless).
+    ///
+    /// # Errors
+    ///
+    /// The same as [`Fleet::allocate`].
+    pub fn allocate_with_report(
+        &self,
+        request: &AllocationRequest,
+    ) -> Result<Allocation, AllocationError> {
         let request = Normalized::new(request);
         validate::validate(&request)?;
         let allocated_at = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
@@ -188,8 +293,9 @@ impl Fleet {
 
     /// The state, also after a panic elsewhere while it was held.
     ///
-    /// Every change under the lock is made by code that does not panic, so a poisoned lock
-    /// still guards consistent data.
+    /// Changes under the lock are made by code that does not panic, except a caller's
+    /// [`Fleet::update`] closure, which runs on a copy; so a poisoned lock still guards
+    /// consistent data.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -197,6 +303,13 @@ impl Fleet {
 
 impl State {
     fn insert(&mut self, game_server: GameServer) -> Option<GameServer> {
+        let (namespace, name) = (game_server.namespace.clone(), game_server.name.clone());
+        self.put(&namespace, &name, Some(game_server))
+    }
+
+    /// Adds or replaces a game server in the maps and counts only; the index is stale until
+    /// [`State::rebuild_index`].
+    fn insert_unindexed(&mut self, game_server: GameServer) {
         self.nodes.add(&game_server);
         let previous = self
             .game_servers
@@ -207,63 +320,120 @@ impl State {
             Some(previous) => self.nodes.remove(previous),
             None => self.len += 1,
         }
-        previous
     }
 
-    fn remove(&mut self, namespace: &str, name: &str) -> Option<GameServer> {
-        let in_namespace = self.game_servers.get_mut(namespace)?;
-        let removed = in_namespace.remove(name)?;
-        if in_namespace.is_empty() {
+    fn rebuild_index(&mut self) {
+        self.index = Index::default();
+        for game_server in self.game_servers.values().flat_map(BTreeMap::values) {
+            self.index.add(game_server, &self.nodes);
+        }
+    }
+
+    /// Puts `new` in place of the game server `namespace`/`name` (`None` removes it) and
+    /// returns the one that was there, keeping node counts and the index exact.
+    ///
+    /// `new` must have that namespace and name.
+    fn put(&mut self, namespace: &str, name: &str, new: Option<GameServer>) -> Option<GameServer> {
+        let old_node = self
+            .game_servers
+            .get(namespace)
+            .and_then(|in_namespace| in_namespace.get(name))
+            .map(|old| old.node_name.clone());
+        let new_node = new.as_ref().map(|new| new.node_name.clone());
+        if old_node.is_none() && new_node.is_none() {
+            return None;
+        }
+
+        // Keys carry node counts, which this change may move: take every candidate of the
+        // touched nodes out under the old counts, and put them back under the new ones.
+        let touched: BTreeSet<String> = old_node.into_iter().chain(new_node).collect();
+        let mut neighbours = Vec::new();
+        for node in &touched {
+            for (member_namespace, member_name) in self.index.members(node) {
+                if let Some(member) = self
+                    .game_servers
+                    .get(&member_namespace)
+                    .and_then(|in_namespace| in_namespace.get(&member_name))
+                {
+                    self.index.remove(member, &self.nodes);
+                }
+                if (member_namespace.as_str(), member_name.as_str()) != (namespace, name) {
+                    neighbours.push((member_namespace, member_name));
+                }
+            }
+        }
+
+        let old = self
+            .game_servers
+            .get_mut(namespace)
+            .and_then(|in_namespace| in_namespace.remove(name));
+        if self
+            .game_servers
+            .get(namespace)
+            .is_some_and(BTreeMap::is_empty)
+        {
             self.game_servers.remove(namespace);
         }
-        self.nodes.remove(&removed);
-        self.len -= 1;
-        Some(removed)
+        if let Some(old) = &old {
+            self.nodes.remove(old);
+            self.len -= 1;
+        }
+        if let Some(new) = new {
+            self.nodes.add(&new);
+            self.len += 1;
+            self.game_servers
+                .entry(namespace.to_owned())
+                .or_default()
+                .insert(name.to_owned(), new);
+            neighbours.push((namespace.to_owned(), name.to_owned()));
+        }
+
+        for (member_namespace, member_name) in neighbours {
+            if let Some(member) = self
+                .game_servers
+                .get(&member_namespace)
+                .and_then(|in_namespace| in_namespace.get(&member_name))
+            {
+                self.index.add(member, &self.nodes);
+            }
+        }
+        old
     }
 
     fn allocate(
         &mut self,
         request: &Normalized<'_>,
         allocated_at: &str,
-    ) -> Result<AllocationResponse, AllocationError> {
-        let in_namespace = self
-            .game_servers
-            .get_mut(request.namespace)
-            .ok_or(AllocationError::Unallocated)?;
-
-        let name = {
-            let candidates: Vec<&GameServer> = in_namespace
-                .values()
-                .filter(|game_server| select::is_candidate(game_server))
-                .collect();
-            let chosen = select::choose(&candidates, request, &self.nodes, &mut self.rng)
-                .ok_or(AllocationError::Unallocated)?;
-            chosen.name.clone()
+    ) -> Result<Allocation, AllocationError> {
+        let (Some(index), Some(in_namespace)) = (
+            self.index.namespace(request.namespace),
+            self.game_servers.get(request.namespace),
+        ) else {
+            return Err(AllocationError::Unallocated);
         };
-        let game_server = in_namespace
-            .get_mut(&name)
-            .ok_or(AllocationError::Unallocated)?;
+        let mut game_server = select::choose(index, in_namespace, request, &mut self.rng)
+            .ok_or(AllocationError::Unallocated)?
+            .clone();
 
-        self.nodes.remove(game_server);
-        let errors = apply::apply(game_server, request, allocated_at);
-        self.nodes.add(game_server);
+        let warnings = apply::apply(&mut game_server, request, allocated_at);
+        let response = apply::response(&game_server);
 
         // Agones reports these as warning events on the game server; a log line is our event.
-        for error in &errors {
+        for warning in &warnings {
             let (namespace, name) = (&game_server.namespace, &game_server.name);
-            match error.target {
+            match warning.target {
                 ActionTarget::Counter => tracing::warn!(
                     namespace = %namespace,
                     game_server = %name,
-                    counter = %error.name,
-                    error = %error.message,
+                    counter = %warning.name,
+                    error = %warning.message,
                     "counter action failed, the allocation stands",
                 ),
                 ActionTarget::List => tracing::warn!(
                     namespace = %namespace,
                     game_server = %name,
-                    list = %error.name,
-                    error = %error.message,
+                    list = %warning.name,
+                    error = %warning.message,
                     "list action failed, the allocation stands",
                 ),
             }
@@ -274,7 +444,8 @@ impl State {
             node = %game_server.node_name,
             "allocated game server",
         );
-        Ok(apply::response(game_server))
+        self.insert(game_server);
+        Ok(Allocation { response, warnings })
     }
 }
 
@@ -381,6 +552,42 @@ mod tests {
         let fleet = Fleet::new([]);
         assert!(fleet.is_empty());
         assert_eq!(fleet.allocate(&any()), Err(AllocationError::Unallocated));
+    }
+
+    #[test]
+    fn update_deallocate_and_for_each_keep_the_index_exact() {
+        let fleet = Fleet::new([ready("a", "n1"), ready("b", "n2"), ready("c", "n2")]);
+        assert_eq!(name(fleet.allocate(&any())), "b");
+
+        // Rule "mark Ready again": the game server is a candidate again, keeping its metadata.
+        assert!(fleet.deallocate(NAMESPACE, "b"));
+        assert!(!fleet.deallocate(NAMESPACE, "b"), "already Ready");
+        assert!(!fleet.deallocate(NAMESPACE, "missing"));
+        let b = fleet.get(NAMESPACE, "b").expect("b");
+        assert_eq!(b.state, GameServerState::Ready);
+        assert!(b.annotations.contains_key(LAST_ALLOCATED));
+        assert_node_counts_exact(&fleet);
+
+        // Moving "a" to the busiest node changes which game server Packed picks first.
+        let moved = fleet.update(NAMESPACE, "a", |gs| {
+            gs.node_name = "n3".into();
+            gs.state = GameServerState::Allocated;
+        });
+        assert_eq!(moved, Some(()));
+        assert_eq!(fleet.update(NAMESPACE, "missing", |_| ()), None);
+        fleet.insert(ready("d", "n3"));
+        assert_node_counts_exact(&fleet);
+        assert_eq!(name(fleet.allocate(&any())), "d");
+
+        // Renaming through update replaces the old entry.
+        fleet.update(NAMESPACE, "c", |gs| gs.name = "e".into());
+        assert_eq!(fleet.get(NAMESPACE, "c"), None);
+        assert!(fleet.get(NAMESPACE, "e").is_some());
+
+        let mut visited = Vec::new();
+        fleet.for_each(|gs| visited.push(gs.name.clone()));
+        assert_eq!(visited, ["a", "b", "d", "e"]);
+        assert_node_counts_exact(&fleet);
     }
 
     #[test]
@@ -659,6 +866,18 @@ mod tests {
 
         let response = result.expect("allocated regardless");
         assert_eq!(response.game_server_name, "a");
+
+        // The same errors reach the caller of the API.
+        fleet.deallocate(NAMESPACE, "a");
+        let report = fleet.allocate_with_report(&request).expect("allocated");
+        let warnings: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "counter \"missing\": counter not found",
+                "list \"missing\": list not found"
+            ]
+        );
         assert!(response.counters.is_empty() && response.lists.is_empty());
         let log = log.text();
         for expected in [

@@ -5,7 +5,13 @@ use std::cmp::Ordering;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
+use std::collections::BTreeMap;
+
 use super::game_server::{GameServer, GameServerState};
+#[cfg(test)]
+use super::index::Room;
+use super::index::{NamespaceIndex, PackedKey, resolve};
+#[cfg(test)]
 use super::nodes::NodeCounts;
 use super::request::{Normalized, PriorityKey};
 use crate::proto::GameServerSelector;
@@ -121,8 +127,10 @@ pub(crate) fn compare_priorities(
 
 /// The Packed order: `Less` means `a` is tried before `b`.
 ///
-/// Not a total order when only some game servers track players (the players step is skipped
-/// for such pairs), which is why candidates are scanned for a minimum rather than sorted.
+/// A total order: when only one of the two tracks players, the one that tracks them comes
+/// first (see [`Room`]). The fleet walks its index in this order; this comparator states the
+/// same order over two game servers and checks the index in tests.
+#[cfg(test)]
 pub(crate) fn compare_packed(
     a: &GameServer,
     b: &GameServer,
@@ -136,10 +144,7 @@ pub(crate) fn compare_packed(
             let (a, b) = (nodes.get(&a.node_name), nodes.get(&b.node_name));
             b.allocated.cmp(&a.allocated).then(b.ready.cmp(&a.ready))
         })
-        .then_with(|| match (&a.players, &b.players) {
-            (Some(a), Some(b)) => a.available().cmp(&b.available()),
-            _ => Ordering::Equal,
-        })
+        .then_with(|| Room::of(a).cmp(&Room::of(b)))
         .then_with(|| compare_priorities(a, b, priorities))
         .then_with(|| a.name.cmp(&b.name))
 }
@@ -153,32 +158,57 @@ pub(crate) fn compare_distributed(
     compare_priorities(a, b, priorities).then_with(|| a.name.cmp(&b.name))
 }
 
-/// Chooses the game server for a request among its candidates.
+/// Chooses the game server for a request among the candidates of its namespace.
 ///
 /// Selectors are tried in order; for each, the first matching candidate in the request's order
-/// wins. Only the first of that order is needed, so it is found with one scan per selector
-/// instead of a sort. Distributed without priorities picks uniformly among the matching
-/// candidates, which is what walking a uniformly shuffled list gives.
+/// wins. Each selector walks the narrowest index set its labels allow, in Packed order:
+///
+/// - Packed without priorities stops at the first match;
+/// - Packed with priorities also walks the candidates that share the first match's node counts
+///   and player room, since priorities rank only among those;
+/// - Distributed walks every candidate of the set: with priorities it keeps the first in
+///   priority then name order, without them it picks uniformly among the matches, which is
+///   what walking a uniformly shuffled list gives.
 pub(crate) fn choose<'g>(
-    candidates: &[&'g GameServer],
+    index: &NamespaceIndex,
+    in_namespace: &'g BTreeMap<String, GameServer>,
     request: &Normalized<'_>,
-    nodes: &NodeCounts,
     rng: &mut impl Rng,
 ) -> Option<&'g GameServer> {
     let priorities = request.priorities.as_slice();
     for selector in &request.selectors {
-        let matching = candidates
-            .iter()
-            .copied()
-            .filter(|game_server| matches(&selector.selector, game_server));
+        let selector = selector.selector.as_ref();
+        let Some(set) = index.for_selector(selector).narrowest(selector) else {
+            continue;
+        };
+        let matching = |key: &PackedKey| {
+            resolve(in_namespace, key).filter(|game_server| matches(selector, game_server))
+        };
         let chosen = match request.scheduling {
             SchedulingStrategy::Packed => {
-                matching.min_by(|a, b| compare_packed(a, b, nodes, priorities))
+                let Some((first_key, first)) =
+                    set.iter().find_map(|key| matching(key).map(|gs| (key, gs)))
+                else {
+                    continue;
+                };
+                if priorities.is_empty() {
+                    return Some(first);
+                }
+                set.range(first_key..)
+                    .take_while(|key| key.prefix == first_key.prefix)
+                    .filter_map(matching)
+                    .min_by(|a, b| compare_distributed(a, b, priorities))
             }
-            SchedulingStrategy::Distributed if !priorities.is_empty() => {
-                matching.min_by(|a, b| compare_distributed(a, b, priorities))
-            }
-            SchedulingStrategy::Distributed => matching.collect::<Vec<_>>().choose(rng).copied(),
+            SchedulingStrategy::Distributed if !priorities.is_empty() => set
+                .iter()
+                .filter_map(matching)
+                .min_by(|a, b| compare_distributed(a, b, priorities)),
+            SchedulingStrategy::Distributed => set
+                .iter()
+                .filter_map(matching)
+                .collect::<Vec<_>>()
+                .choose(rng)
+                .copied(),
         };
         if chosen.is_some() {
             return chosen;
@@ -191,10 +221,8 @@ pub(crate) fn choose<'g>(
 mod tests {
     use std::collections::HashSet;
 
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
-
     use super::*;
+    use crate::allocator::fleet::Fleet;
     use crate::allocator::fleet::test_support::{Build, allocated, labels, ready, request};
     use crate::proto::{
         AllocationRequest, CounterSelector, ListSelector, PlayerSelector, Priority,
@@ -603,12 +631,16 @@ mod tests {
     }
 
     #[test]
-    fn packed_skips_player_room_when_only_one_tracks_players() {
+    fn packed_puts_untracked_players_after_tracked_ones() {
+        // Rule "if both track players, less room first", made total: no tracking is unlimited
+        // room, so a full tracked game server still comes before an untracked one.
         let nodes = NodeCounts::default();
-        let tracked = ready("b", "n1").players(9, 10);
+        let tracked = ready("b", "n1").players(0, 10);
         let untracked = ready("a", "n1");
         let ordering = compare_packed(&tracked, &untracked, &nodes, &[]);
-        assert_eq!(ordering, Ordering::Greater, "falls through to the name");
+        assert_eq!(ordering, Ordering::Less);
+        let chosen = choose_name(&[untracked, tracked], &request(vec![]), 0);
+        assert_eq!(chosen.as_deref(), Some("b"));
     }
 
     #[test]
@@ -627,10 +659,11 @@ mod tests {
     }
 
     fn choose_name(fleet: &[GameServer], request: &AllocationRequest, seed: u64) -> Option<String> {
-        let normalized = Normalized::new(request);
-        let candidates: Vec<&GameServer> = fleet.iter().filter(|gs| is_candidate(gs)).collect();
-        let mut rng = StdRng::seed_from_u64(seed);
-        choose(&candidates, &normalized, &counted(fleet), &mut rng).map(|gs| gs.name.clone())
+        let fleet = Fleet::new(fleet.iter().cloned()).with_seed(seed);
+        fleet
+            .allocate(request)
+            .ok()
+            .map(|response| response.game_server_name)
     }
 
     #[test]
