@@ -564,3 +564,62 @@ async fn leadership_moves_between_two_replicas_behind_one_address() {
     }
     assert_eq!(proxy.accepted(), 2 * CLIENTS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_slow_link_is_replaced() {
+    let ledger = Ledger::default();
+    let listener = listen(loopback());
+    let proxy = Proxy::start(listener.local_addr().unwrap()).await;
+    let (_processor, _server) = serve(
+        listener,
+        ledger.allocator("only", fleet(10), Duration::from_millis(100)),
+        |builder| builder,
+        std::future::pending(),
+    );
+    // A slow link: every chunk waits, both ways.
+    proxy.set_delay(Duration::from_millis(10));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            client(
+                &proxy.uri(),
+                &format!("allocator-{c}"),
+                Duration::from_secs(3),
+            )
+        })
+        .collect();
+    let mut calls = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
+    }
+    eventually("a batch is being allocated", || {
+        ledger.allocator_calls() > 0
+    })
+    .await;
+
+    // The clients read the end of their connections while batches are in flight; what they
+    // write still reaches the server.
+    proxy.half_close();
+    eventually("every client reconnected", || {
+        proxy.accepted() == 2 * CLIENTS
+    })
+    .await;
+    for (c, client) in clients.iter().enumerate() {
+        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
+    }
+    join(calls).await;
+
+    let counts = ledger.verify();
+    report("half-closed slow link", &counts);
+    assert_eq!(count(&counts, "timeout"), 0, "the break is seen at once");
+    assert!(
+        count(&counts, "outcome unknown") > 0,
+        "some batches were in flight"
+    );
+    assert_eq!(
+        count(&counts, "allocated") + count(&counts, "outcome unknown"),
+        2 * CLIENTS * CALLS
+    );
+    for client in &clients {
+        assert_eq!(client.stats().connects, 2);
+    }
+}
