@@ -623,3 +623,121 @@ async fn half_closed_slow_link_is_replaced() {
         assert_eq!(client.stats().connects, 2);
     }
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_connection_is_detected_and_replaced() {
+    let ledger = Ledger::default();
+    let listener = listen(loopback());
+    let proxy = Proxy::start(listener.local_addr().unwrap()).await;
+    let (_processor, _server) = serve(
+        listener,
+        ledger.allocator("only", fleet(6), Duration::ZERO),
+        |builder| builder,
+        std::future::pending(),
+    );
+    let timeout = Duration::from_secs(2);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| client(&proxy.uri(), &format!("allocator-{c}"), timeout))
+        .collect();
+    let mut calls = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
+    }
+    join(calls).await;
+
+    // Nothing crosses the connections any more and nothing ends them; the calls made now can
+    // only be answered over a new connection. The client should find the connection dead by
+    // keepalive, or when its pulls stop while calls time out, and connect again.
+    proxy.black_hole();
+    let black_holed = Instant::now();
+    for (c, client) in clients.iter().enumerate() {
+        drop_unsent(&ledger, &format!("allocator-{c}"), client, 20).await;
+    }
+    let mut calls = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
+    }
+    join(calls).await;
+    let replaced = tokio::time::timeout(Duration::from_secs(5), async {
+        while proxy.accepted() < 2 * CLIENTS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut late = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        late.extend(launch(&ledger, &format!("allocator-{c}"), client, 10));
+    }
+    join(late).await;
+
+    let counts = ledger.verify();
+    report("black hole", &counts);
+    assert!(
+        replaced.is_ok(),
+        "no client reconnected within {:?} of the black hole ({} connections)",
+        black_holed.elapsed(),
+        proxy.accepted()
+    );
+    assert_eq!(count(&counts, "dropped unsent"), CLIENTS * 20);
+    assert!(
+        count(&counts, "allocated") >= CLIENTS * (CALLS + 10),
+        "calls after the reconnection are answered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_follow_the_leader_when_the_old_one_stays_up_as_standby() {
+    let ledger = Ledger::default();
+    let shared = fleet(10);
+    let (lead_a, leading_a) = watch::channel(true);
+    let (lead_b, leading_b) = watch::channel(false);
+    let listener_a = listen(loopback());
+    let listener_b = listen(loopback());
+    let address_b = listener_b.local_addr().unwrap();
+    let proxy = Proxy::start(listener_a.local_addr().unwrap()).await;
+    let (_replica_a, _server_a) = serve(
+        listener_a,
+        ledger.allocator("a", shared.clone(), Duration::ZERO),
+        |builder| builder.leadership(leading_a),
+        std::future::pending(),
+    );
+    let (_replica_b, _server_b) = serve(
+        listener_b,
+        ledger.allocator("b", shared, Duration::ZERO),
+        |builder| builder.leadership(leading_b),
+        std::future::pending(),
+    );
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            client(
+                &proxy.uri(),
+                &format!("allocator-{c}"),
+                Duration::from_secs(3),
+            )
+        })
+        .collect();
+    let mut calls = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
+    }
+    join(calls).await;
+
+    // As under a lease: a loses it and stays up, ready to lead again; b leads, and the
+    // address leads to b.
+    lead_a.send_replace(false);
+    proxy.set_upstream(address_b);
+    lead_b.send_replace(true);
+    let mut calls = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
+    }
+    join(calls).await;
+
+    let counts = ledger.verify();
+    report("leadership moved, old leader on standby", &counts);
+    assert_eq!(
+        ledger.allocated_by("b"),
+        CLIENTS * CALLS,
+        "the new leader serves the calls made after the handover"
+    );
+    assert_eq!(count(&counts, "allocated"), 2 * CLIENTS * CALLS);
+}
