@@ -147,9 +147,15 @@ pub fn rpc_status(code: Code, message: impl Into<String>) -> tonic_types::Status
 
 /// A [`tonic::Status`] from a `google.rpc.Status` received on the wire.
 ///
-/// A code this crate does not know becomes `Unknown`; the details are kept.
+/// A code this crate does not know, and `OK` (an error cannot be a success), become
+/// `Unknown`; the details are kept.
 pub fn status_from_rpc(status: tonic_types::Status) -> tonic::Status {
-    let code = Code::from_i32(status.code);
+    // An error that claims success would turn into a success further up (an HTTP 200, an `Ok`
+    // status); it is an error of unknown kind.
+    let code = match Code::from_i32(status.code) {
+        Code::Ok => Code::Unknown,
+        code => code,
+    };
     if status.details.is_empty() {
         return tonic::Status::new(code, status.message);
     }

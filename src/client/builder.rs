@@ -40,6 +40,9 @@ pub struct Builder {
     allocation_timeout: Duration,
     reconnect_interval: Duration,
     max_reconnect_interval: Duration,
+    idle_timeout: Duration,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
     buffer_size: usize,
     load_shed: bool,
     shutdown: Option<ShutdownSignal>,
@@ -54,6 +57,9 @@ impl fmt::Debug for Builder {
             .field("allocation_timeout", &self.allocation_timeout)
             .field("reconnect_interval", &self.reconnect_interval)
             .field("max_reconnect_interval", &self.max_reconnect_interval)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
             .field("buffer_size", &self.buffer_size)
             .field("load_shed", &self.load_shed)
             .field("shutdown_signal", &self.shutdown.is_some())
@@ -70,6 +76,9 @@ impl Builder {
             allocation_timeout: Duration::from_secs(30),
             reconnect_interval: Duration::from_secs(1),
             max_reconnect_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
             buffer_size: 1024,
             load_shed: false,
             shutdown: None,
@@ -126,6 +135,29 @@ impl Builder {
         self
     }
 
+    /// How long the stream may carry no message from the processor before the client drops
+    /// it and reconnects. A leading processor pulls every pull interval (200 ms upstream), so
+    /// silence means a dead connection, such as one that stopped carrying bytes without
+    /// closing, or a processor that stopped pulling. Requests sent on the dropped stream fail
+    /// with [`Error::OutcomeUnknown`](super::Error::OutcomeUnknown).
+    ///
+    /// Must be longer than the processor's pull interval. Default: 15 seconds.
+    pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// How often the client sends an HTTP/2 keepalive ping, and how long it waits for the
+    /// answer before closing the connection. Go processors disconnect clients that ping more
+    /// often than every 10 seconds.
+    ///
+    /// Default: every 30 seconds, 20 seconds to answer.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
+        self
+    }
+
     /// How many calls may wait in the buffer in front of a full batching queue.
     ///
     /// Default: 1024.
@@ -176,8 +208,8 @@ impl Builder {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Go processors disconnect clients that ping more often than every 10 seconds.
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .http2_keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
             .keep_alive_while_idle(false);
         let client_id = if self.client_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -204,6 +236,7 @@ impl Builder {
             max_batch_size: self.max_batch_size,
             reconnect_interval: self.reconnect_interval,
             max_reconnect_interval: self.max_reconnect_interval,
+            idle_timeout: self.idle_timeout,
             queue: queue.clone(),
             counters: Arc::clone(&counters),
             dropped,
@@ -221,7 +254,7 @@ impl Builder {
     }
 
     /// Builds the client and spawns its driver on the current tokio runtime; the driver stops
-    /// when the last clone of the client is dropped.
+    /// once the last clone of the client is dropped and its last pending call has ended.
     ///
     /// # Errors
     ///

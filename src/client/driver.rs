@@ -57,6 +57,7 @@ pub(crate) struct DriverConfig {
     pub(crate) max_batch_size: usize,
     pub(crate) reconnect_interval: Duration,
     pub(crate) max_reconnect_interval: Duration,
+    pub(crate) idle_timeout: Duration,
     pub(crate) queue: Queue,
     pub(crate) counters: Arc<Counters>,
     /// Fires when the last client handle is dropped.
@@ -73,9 +74,9 @@ pub(crate) type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// back to the waiting calls, reconnecting whenever the stream ends.
 ///
 /// It must be spawned (or awaited) for calls to be answered; [`Builder::spawn`] does that.
-/// It returns when the shutdown signal given to [`Builder::shutdown_signal`] fires or every
-/// handle on its client is dropped, after failing the requests it still holds with
-/// [`Error::Closed`]; calls made after that fail with [`Error::Closed`] too.
+/// It returns when the shutdown signal given to [`Builder::shutdown_signal`] fires, or once
+/// every handle on its client and every pending call are dropped, after failing the requests
+/// it still holds with [`Error::Closed`]; calls made after that fail with [`Error::Closed`] too.
 ///
 /// [`Builder::spawn`]: super::Builder::spawn
 /// [`Builder::shutdown_signal`]: super::Builder::shutdown_signal
@@ -115,6 +116,7 @@ async fn run(config: DriverConfig) {
         counters: config.counters,
         next_batch_id: 0,
         connected: false,
+        idle_timeout: config.idle_timeout,
     };
     let mut dropped = config.dropped;
     let mut signal = config.shutdown;
@@ -184,6 +186,8 @@ struct Session {
     next_batch_id: u64,
     /// Whether the current attempt got as far as an established stream.
     connected: bool,
+    /// How long the stream may stay silent before it counts as dead.
+    idle_timeout: Duration,
 }
 
 impl Session {
@@ -206,10 +210,20 @@ impl Session {
         self.connected = true;
         tracing::info!("connected to processor");
 
-        while let Some(message) = inbound.message().await? {
+        loop {
+            // A connection that silently stops carrying bytes (a black hole) is found by the
+            // processor's silence long before keepalive would find it.
+            let next = tokio::time::timeout(self.idle_timeout, inbound.message());
+            let Ok(message) = next.await else {
+                return Err(
+                    format!("no message from the processor for {:?}", self.idle_timeout).into(),
+                );
+            };
+            let Some(message) = message? else {
+                return Ok(());
+            };
             self.handle(message, &outbound).await;
         }
-        Ok(())
     }
 
     async fn handle(

@@ -24,8 +24,8 @@ pub(crate) type Inner = Timeout<Either<LoadShed<Buffered>, Buffered>>;
 /// remote processor that pulls them in batches.
 ///
 /// Built by [`ProcessorClient::builder`] as `Timeout` → `Buffer` → [`Batch`](super::Batch).
-/// Clones share one queue, one stream and one driver; the driver stops when the last clone is
-/// dropped.
+/// Clones share one queue, one stream and one driver; the driver stops once the last clone is
+/// dropped and the last pending call has ended.
 ///
 /// # Backpressure
 ///
@@ -163,7 +163,7 @@ impl Service<AllocationRequest> for ProcessorClient {
         ResponseFuture {
             inner: self.inner.call(request),
             allocation_timeout: self.allocation_timeout,
-            counters: Arc::clone(&self.shared.counters),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -174,7 +174,8 @@ pub struct ResponseFuture {
     #[pin]
     inner: <Inner as Service<AllocationRequest>>::Future,
     allocation_timeout: Duration,
-    counters: Arc<Counters>,
+    /// Keeps the driver running while the call waits, whatever became of the client handles.
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for ResponseFuture {
@@ -191,7 +192,7 @@ impl Future for ResponseFuture {
         let result = ready!(this.inner.poll(cx)).map_err(|error| {
             let error = from_box(error, *this.allocation_timeout);
             if let Error::Timeout(_) = error {
-                this.counters.timed_out.fetch_add(1, Relaxed);
+                this.shared.counters.timed_out.fetch_add(1, Relaxed);
             }
             error
         });
@@ -258,17 +259,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn dropping_every_clone_closes_the_queue() {
+    async fn pending_calls_keep_the_driver_until_they_end() {
         let (client, driver) = unpulled(Duration::from_secs(30));
         let driver = tokio::spawn(driver);
         let pending = tokio::spawn(client.clone().allocate_owned(AllocationRequest::default()));
         while client.stats().queued == 0 {
             tokio::task::yield_now().await;
         }
+
         drop(client);
-        // The pending call holds a clone; the driver stops only once it is dropped too.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!driver.is_finished(), "a pending call keeps its driver");
+
         pending.abort();
         let stopped = tokio::time::timeout(Duration::from_secs(60), driver).await;
-        stopped.expect("the driver stops").unwrap();
+        stopped
+            .expect("the driver stops with the last call")
+            .unwrap();
     }
 }
