@@ -32,6 +32,8 @@ pub(crate) struct Rules {
     pub(crate) unallocated: Code,
     /// Requests from this position on are answered `ResourceExhausted`.
     pub(crate) max_batch_size: usize,
+    /// Batches of one stream allocated at once; further batches are refused whole.
+    pub(crate) max_batches_per_client: usize,
 }
 
 /// What answering one batch needs besides the batch.
@@ -41,8 +43,9 @@ pub(crate) struct BatchTask {
     pub(crate) rules: Rules,
     pub(crate) outbound: Outbound,
     pub(crate) counters: Arc<Counters>,
-    /// Released once the answer was sent or found undeliverable.
-    pub(crate) in_flight: InFlight,
+    /// Released once the answer was sent or found undeliverable; counted processor-wide for
+    /// shutdown and per stream for the end of leadership.
+    pub(crate) in_flight: (InFlight, InFlight),
     /// With adaptive pulling: whether the pull loop is pulling.
     pub(crate) repull: Option<watch::Receiver<bool>>,
 }
@@ -250,6 +253,7 @@ mod tests {
 
     fn rules(max_batch_size: usize) -> Rules {
         Rules {
+            max_batches_per_client: 16,
             unallocated: Code::ResourceExhausted,
             max_batch_size,
         }

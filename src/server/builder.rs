@@ -60,6 +60,7 @@ pub struct Builder<A> {
     pull_interval: Duration,
     unallocated_http_status: u16,
     max_batch_size: usize,
+    max_batches_per_client: usize,
     max_clients: usize,
     outbound_capacity: usize,
     batch_concurrency: usize,
@@ -76,6 +77,7 @@ impl<A> Builder<A> {
             pull_interval: DEFAULT_PULL_INTERVAL,
             unallocated_http_status: DEFAULT_UNALLOCATED_HTTP_STATUS,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_batches_per_client: 16,
             max_clients: DEFAULT_MAX_CLIENTS,
             outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
             batch_concurrency: DEFAULT_BATCH_CONCURRENCY,
@@ -121,6 +123,22 @@ impl<A> Builder<A> {
     pub fn max_batch_size(mut self, max: usize) -> Self {
         assert!(max > 0, "max batch size must not be zero");
         self.max_batch_size = max;
+        self
+    }
+
+    /// The most batches of one client allocated at once. A client sends one batch per pull, so
+    /// only a client that sends batches unasked reaches it; the requests of its further
+    /// batches are answered `ResourceExhausted` without reaching the allocator, which bounds
+    /// the memory and the share of the fleet one client can take.
+    ///
+    /// Default: 16.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max` is zero.
+    pub fn max_batches_per_client(mut self, max: usize) -> Self {
+        assert!(max > 0, "max batches per client must not be zero");
+        self.max_batches_per_client = max;
         self
     }
 
@@ -184,8 +202,9 @@ impl<A> Builder<A> {
 
     /// Pulls only while `leading` holds `true`; the user drives it, e.g. from a lease.
     ///
-    /// Losing leadership stops the pulls and withdraws `SERVING`; batches already received
-    /// are still answered. If the sender is dropped, its last value stays in force.
+    /// Losing leadership stops the pulls, withdraws `SERVING` and ends every stream with
+    /// `Unavailable` once its batches in flight are answered, so that clients reconnect and
+    /// find the new leader. If the sender is dropped, its last value stays in force.
     ///
     /// Default: none; the replica always leads.
     pub fn leadership(mut self, leading: watch::Receiver<bool>) -> Self {
@@ -230,6 +249,7 @@ impl<A> Builder<A> {
             rules: Rules {
                 unallocated: grpc_code_from_http_status(self.unallocated_http_status),
                 max_batch_size: self.max_batch_size,
+                max_batches_per_client: self.max_batches_per_client,
             },
             max_clients: self.max_clients,
             outbound_capacity: self.outbound_capacity,

@@ -31,6 +31,31 @@ pub(crate) struct Lifecycle {
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<watch::Sender<usize>>);
 
+/// A number of things in flight that can be waited on until it is zero.
+#[derive(Debug, Clone)]
+pub(crate) struct InFlightCount(Arc<watch::Sender<usize>>);
+
+impl InFlightCount {
+    pub(crate) fn new() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+
+    /// Counts one more until the returned guard is dropped.
+    pub(crate) fn start(&self) -> InFlight {
+        Lifecycle::started(&self.0)
+    }
+
+    /// How many are in flight now.
+    pub(crate) fn count(&self) -> usize {
+        *self.0.borrow()
+    }
+
+    /// Waits until nothing is in flight.
+    pub(crate) async fn idle(&self) {
+        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n -= 1);

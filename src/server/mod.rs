@@ -20,7 +20,8 @@
 //!   id replaces the earlier stream, which then ends with `AlreadyExists`.
 //! - While the leadership signal is `true`, a pull loop sends every registered client a pull
 //!   every pull interval, and the optional health reporter says [`HEALTH_SERVICE_NAME`] is
-//!   `SERVING`.
+//!   `SERVING`. When it turns `false`, each stream ends with `Unavailable` once its batches in
+//!   flight are answered, so that clients reconnect to the new leader.
 //! - Every request of a batch gets one answer in one `BatchResponse`: empty and duplicate ids
 //!   get `InvalidArgument`, requests beyond the batch limit `ResourceExhausted`. Each batch is
 //!   processed in a task of its own; a `concurrency_limit(1)` around a batch allocator makes

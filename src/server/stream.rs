@@ -2,22 +2,26 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use super::batch::{self, BatchTask};
 use super::counters::Counters;
 use super::handler::Shared;
-use super::lifecycle::{InFlight, Phase};
+use super::lifecycle::{InFlight, InFlightCount, Phase};
 use super::registry::{Outbound, Registration};
 use crate::proto::ProcessorMessage;
-use crate::proto::{BatchRequest, processor_message::Payload};
+use crate::proto::{
+    BatchRequest, BatchResponse, ResponseWrapper, processor_message::Payload, response_wrapper,
+};
 
 /// The message that ends a stream whose client id registered again elsewhere.
 const REPLACED: &str = "replaced by a newer registration with the same client id";
 /// The message that ends every stream when the processor shuts down.
 pub(crate) const SHUTTING_DOWN: &str = "processor shutting down";
+/// The message that ends every stream when the processor stops leading.
+pub(crate) const NOT_LEADING: &str = "processor stopped leading";
 
 /// Reads a registered stream, dispatching its batches, and deregisters it at the end.
 pub(crate) struct StreamWorker<A> {
@@ -27,6 +31,8 @@ pub(crate) struct StreamWorker<A> {
     outbound: Outbound,
     replaced: oneshot::Receiver<()>,
     shared: Arc<Shared<A>>,
+    /// This stream's batches not yet answered.
+    batches: InFlightCount,
     _open: InFlight,
 }
 
@@ -42,6 +48,9 @@ enum End {
     Replaced,
     /// The processor shuts down and its batches in flight have been answered.
     Shutdown,
+    /// The processor stopped leading: no more pulls will come, so the client is better served
+    /// by reconnecting, which finds the new leader.
+    NotLeading,
 }
 
 impl<A> StreamWorker<A>
@@ -67,6 +76,7 @@ where
             inbound,
             outbound,
             replaced: registration.replaced,
+            batches: InFlightCount::new(),
             _open: shared.lifecycle.stream_started(),
             shared,
         };
@@ -75,16 +85,24 @@ where
 
     async fn run(mut self) {
         let mut phase = self.shared.lifecycle.phase();
+        let lost = leadership_lost(
+            self.shared.lifecycle.pulling().subscribe(),
+            self.shared.lifecycle.phase(),
+        );
+        tokio::pin!(lost);
         let end = loop {
-            tokio::select! {
+            let message = tokio::select! {
                 _ = &mut self.replaced => break End::Replaced,
                 _ = phase.wait_for(|phase| *phase == Phase::Closing) => break End::Shutdown,
+                _ = &mut lost => break End::NotLeading,
                 _ = self.outbound.closed() => break End::Gone,
-                message = self.inbound.message() => match message {
-                    Ok(Some(message)) => self.dispatch(message),
-                    Ok(None) => break End::Closed,
-                    Err(status) => break End::Failed(status),
-                },
+                message = self.inbound.message() => message,
+            };
+            // Handled outside the `select!`, whose other arms hold borrows across its awaits.
+            match message {
+                Ok(Some(message)) => self.dispatch(message).await,
+                Ok(None) => break End::Closed,
+                Err(status) => break End::Failed(status),
             }
         };
 
@@ -110,6 +128,12 @@ where
                 tracing::info!("client replaced by a newer registration");
                 Some(Status::already_exists(REPLACED))
             }
+            End::NotLeading => {
+                tracing::info!("stream ended: not leading any more");
+                // Answers to batches already received are still delivered first.
+                self.batches.idle().await;
+                Some(Status::unavailable(NOT_LEADING))
+            }
             End::Shutdown => {
                 tracing::info!("stream ended by shutdown");
                 // Not waiting for room: a client that does not read must not hold up the
@@ -128,8 +152,13 @@ where
         }
     }
 
-    fn dispatch(&self, message: ProcessorMessage) {
+    async fn dispatch(&self, message: ProcessorMessage) {
         match message.payload {
+            Some(Payload::BatchRequest(batch))
+                if self.batches.count() >= self.shared.rules.max_batches_per_client =>
+            {
+                self.refuse_batch(batch).await;
+            }
             Some(Payload::BatchRequest(batch)) => self.start_batch(batch),
             None => tracing::warn!(
                 message_client_id = %message.client_id,
@@ -140,6 +169,37 @@ where
                 "message kind not expected from a client, ignored"
             ),
         }
+    }
+
+    /// Answers every request of `batch` `ResourceExhausted` without allocating: the client has
+    /// too many batches in flight. Waiting for room on the stream here stops reading it, so a
+    /// client that sends without reading holds up only itself.
+    async fn refuse_batch(&self, batch: BatchRequest) {
+        tracing::warn!(
+            batch_id = %batch.batch_id,
+            requests = batch.requests.len(),
+            "batch refused: too many batches in flight for this client"
+        );
+        let status = crate::status::rpc_status(
+            tonic::Code::ResourceExhausted,
+            "too many batches in flight for this client",
+        );
+        let responses = batch
+            .requests
+            .into_iter()
+            .map(|wrapper| ResponseWrapper {
+                request_id: wrapper.request_id,
+                result: Some(response_wrapper::Result::Error(status.clone())),
+            })
+            .collect();
+        let message = ProcessorMessage {
+            client_id: self.client_id.clone(),
+            payload: Some(Payload::BatchResponse(BatchResponse {
+                batch_id: batch.batch_id,
+                responses,
+            })),
+        };
+        let _ = self.outbound.send(Ok(message)).await;
     }
 
     fn start_batch(&self, batch: BatchRequest) {
@@ -157,12 +217,29 @@ where
             rules: shared.rules.clone(),
             outbound: self.outbound.clone(),
             counters: shared.counters.clone(),
-            in_flight: shared.lifecycle.batch_started(),
+            in_flight: (shared.lifecycle.batch_started(), self.batches.start()),
             repull: shared
                 .adaptive_pulling
                 .then(|| shared.lifecycle.pulling().subscribe()),
         };
         batch::spawn(batch, task);
+    }
+}
+
+/// Resolves when the pull loop, having pulled, stops while the processor runs: leadership was
+/// lost. A stream registered while not pulling is left alone until then, and a shutdown has
+/// its own ending.
+async fn leadership_lost(mut pulling: watch::Receiver<bool>, phase: watch::Receiver<Phase>) {
+    loop {
+        if pulling.wait_for(|pulling| *pulling).await.is_err() {
+            return std::future::pending().await;
+        }
+        if pulling.wait_for(|pulling| !*pulling).await.is_err() {
+            return std::future::pending().await;
+        }
+        if *phase.borrow() == Phase::Running {
+            return;
+        }
     }
 }
 

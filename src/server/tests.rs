@@ -741,3 +741,45 @@ async fn without_adaptive_pulling_the_next_pull_waits_for_the_tick() {
     client.next_pull().await;
     assert!(started.elapsed() >= interval / 2, "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn batches_beyond_the_per_client_limit_are_refused_without_allocating() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let hangs = tower::service_fn(move |_: AllocationRequest| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<Result<AllocationResponse, BoxError>>()
+    });
+    let (_handler, addr) = serve(ProcessorHandler::builder(hangs).max_batches_per_client(2)).await;
+    let mut client = RawClient::register(addr, "flood").await;
+
+    for batch_id in ["b1", "b2", "b3"] {
+        client.send(batch("flood", batch_id, &["x", "y"])).await;
+    }
+    let (_, refused) = client.next_batch_response().await;
+
+    assert_eq!(
+        refused.batch_id, "b3",
+        "the two batches in flight are still allocating"
+    );
+    assert_eq!(refused.responses.len(), 2, "every request answered");
+    for answer in &refused.responses {
+        assert_eq!(
+            error(&answer.result),
+            Some((
+                Code::ResourceExhausted,
+                "too many batches in flight for this client"
+            ))
+        );
+    }
+    // b1 and b2 reach the allocator in their own time; b3 never does.
+    let reached = || calls.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while reached() < 4 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the two batches in flight reach the allocator");
+    assert_eq!(reached(), 4, "b3 never reached it");
+}
