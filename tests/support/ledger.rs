@@ -72,7 +72,6 @@ impl Outcome {
 #[derive(Debug)]
 struct Call {
     client: String,
-    started: Instant,
     ended: Option<(Outcome, Instant)>,
 }
 
@@ -113,7 +112,6 @@ impl Ledger {
             key.clone(),
             Call {
                 client: client.to_owned(),
-                started: Instant::now(),
                 ended: None,
             },
         );
@@ -156,13 +154,6 @@ impl Ledger {
             .ended
             .as_ref()
             .map(|(outcome, _)| outcome.clone())
-    }
-
-    /// How long call `key` took, if it ended.
-    pub(crate) fn duration(&self, key: &str) -> Option<Duration> {
-        let books = self.books();
-        let call = &books.calls[key];
-        call.ended.as_ref().map(|(_, at)| *at - call.started)
     }
 
     /// The keys of the calls made by `client`, sorted.
