@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 
 #[path = "stacks/gateway.rs"]
 mod gateway;
+#[path = "stacks/logging.rs"]
+mod logging;
 
 /// Serves `POST /gameserverallocation` through a processor client.
 #[derive(Debug, Parser)]
@@ -36,11 +38,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    logging::init("info");
     let args = Args::parse();
 
     let client = ProcessorClient::builder(args.processor.clone())

@@ -14,6 +14,9 @@ use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 use agones_processor::{AllocationRequest, ProcessorClient, client::Error};
 use clap::Parser;
 use tokio::task::JoinSet;
+
+#[path = "stacks/logging.rs"]
+mod logging;
 use tower::ServiceExt;
 
 /// Sends allocation requests through a processor client.
@@ -41,11 +44,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    logging::init("warn");
     let args = Args::parse();
 
     let client = ProcessorClient::builder(args.addr.clone())

@@ -30,6 +30,9 @@ use agones_processor::{
 use clap::Parser;
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
+#[path = "stacks/logging.rs"]
+mod logging;
+
 /// Runs a processor and three clients over an in-memory fleet and prints what happened.
 #[derive(Debug, Parser)]
 struct Args {
@@ -67,11 +70,7 @@ struct Outcome {
 
 #[tokio::main]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    logging::init("warn");
     let args = Args::parse();
 
     // The processor, serving the embedded fleet allocator on an ephemeral loopback port.

@@ -12,6 +12,9 @@ use agones_processor::{
     allocator::{Fleet, demo_fleet},
     server::ProcessorHandler,
 };
+
+#[path = "stacks/logging.rs"]
+mod logging;
 use clap::Parser;
 
 /// Serves the allocation processor over a generated in-memory fleet.
@@ -39,11 +42,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    logging::init("info");
     let args = Args::parse();
 
     let fleet = match &args.fleet {

@@ -15,6 +15,8 @@ use clap::Parser;
 
 #[path = "stacks/frontend.rs"]
 mod frontend;
+#[path = "stacks/logging.rs"]
+mod logging;
 
 /// Serves `AllocationService/Allocate` through a processor client.
 #[derive(Debug, Parser)]
@@ -32,11 +34,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    logging::init("info");
     let args = Args::parse();
 
     let client = ProcessorClient::builder(args.processor.clone())

@@ -208,7 +208,7 @@ mod tests {
 
     use super::*;
     use crate::allocator::fleet::game_server::{Address, Port};
-    use crate::allocator::fleet::test_support::{Build, allocated, ready};
+    use crate::allocator::fleet::test_support::{Build, allocated, counter_request, ready};
     use crate::proto::{AllocationRequest, MetaPatch};
 
     const NOW: &str = "2025-01-02T03:04:05.123456789Z";
@@ -254,22 +254,6 @@ mod tests {
         run(&mut gs, &AllocationRequest::default());
         assert_eq!(gs.annotations[LAST_ALLOCATED], NOW);
         assert_eq!(gs.state, GameServerState::Allocated);
-    }
-
-    fn counter_request(
-        action: Option<&str>,
-        amount: Option<i64>,
-        capacity: Option<i64>,
-    ) -> AllocationRequest {
-        let action = CounterAction {
-            action: action.map(str::to_owned),
-            amount,
-            capacity,
-        };
-        AllocationRequest {
-            counters: [("rooms".to_owned(), action)].into(),
-            ..AllocationRequest::default()
-        }
     }
 
     #[test]

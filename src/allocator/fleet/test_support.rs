@@ -1,7 +1,7 @@
 //! Builders shared by the fleet's unit tests.
 
 use super::game_server::{Counter, GameServer, GameServerState, List, Players};
-use crate::proto::{AllocationRequest, GameServerSelector};
+use crate::proto::{AllocationRequest, CounterAction, GameServerSelector};
 
 /// The namespace the builders put everything in.
 pub(crate) const NAMESPACE: &str = "default";
@@ -89,5 +89,22 @@ pub(crate) fn labels(pairs: &[(&str, &str)]) -> GameServerSelector {
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect(),
         ..GameServerSelector::default()
+    }
+}
+
+/// A request whose only content is a counter action on `rooms`.
+pub(crate) fn counter_request(
+    action: Option<&str>,
+    amount: Option<i64>,
+    capacity: Option<i64>,
+) -> AllocationRequest {
+    let action = CounterAction {
+        action: action.map(str::to_owned),
+        amount,
+        capacity,
+    };
+    AllocationRequest {
+        counters: [("rooms".to_owned(), action)].into(),
+        ..AllocationRequest::default()
     }
 }

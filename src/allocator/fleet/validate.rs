@@ -213,9 +213,10 @@ fn dns_subdomain(prefix: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allocator::fleet::test_support::counter_request;
     use crate::proto::{
-        AllocationRequest, CounterAction, CounterSelector, ListAction, ListSelector, MetaPatch,
-        PlayerSelector, Priority,
+        AllocationRequest, CounterSelector, ListAction, ListSelector, MetaPatch, PlayerSelector,
+        Priority,
     };
 
     fn metadata(labels: &[(&str, &str)], annotations: &[&str]) -> AllocationRequest {
@@ -283,22 +284,6 @@ mod tests {
                 key: key.to_owned(),
                 ..Priority::default()
             }],
-            ..AllocationRequest::default()
-        }
-    }
-
-    fn counter_action(
-        action: Option<&str>,
-        amount: Option<i64>,
-        capacity: Option<i64>,
-    ) -> AllocationRequest {
-        let action = CounterAction {
-            action: action.map(str::to_owned),
-            amount,
-            capacity,
-        };
-        AllocationRequest {
-            counters: [("rooms".to_owned(), action)].into(),
             ..AllocationRequest::default()
         }
     }
@@ -505,37 +490,37 @@ mod tests {
             ),
             (
                 "counter action complete",
-                counter_action(Some("Increment"), Some(1), Some(3)),
+                counter_request(Some("Increment"), Some(1), Some(3)),
                 None,
             ),
             (
                 "counter action capacity only",
-                counter_action(None, None, Some(0)),
+                counter_request(None, None, Some(0)),
                 None,
             ),
             (
                 "counter action negative amount",
-                counter_action(Some("Increment"), Some(-1), None),
+                counter_request(Some("Increment"), Some(-1), None),
                 Some("counters[rooms].amount: -1 is negative"),
             ),
             (
                 "counter action negative capacity",
-                counter_action(None, None, Some(-1)),
+                counter_request(None, None, Some(-1)),
                 Some("counters[rooms].capacity: -1 is negative"),
             ),
             (
                 "counter action without amount",
-                counter_action(Some("Increment"), None, None),
+                counter_request(Some("Increment"), None, None),
                 Some("counters[rooms]: action and amount must be set together"),
             ),
             (
                 "counter amount without action",
-                counter_action(None, Some(1), None),
+                counter_request(None, Some(1), None),
                 Some("counters[rooms]: action and amount must be set together"),
             ),
             (
                 "counter unknown action is not a validation error",
-                counter_action(Some("Double"), Some(1), None),
+                counter_request(Some("Double"), Some(1), None),
                 None,
             ),
             ("list action capacity", list_action(Some(10)), None),
