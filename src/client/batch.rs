@@ -84,6 +84,7 @@ impl Service<AllocationRequest> for Batch {
         self.reserved = false;
         match self.queue.push(request) {
             Ok((id, answer)) => {
+                tracing::Span::current().record("request_id", id);
                 tracing::trace!(request_id = id, "queued");
                 ResponseFuture {
                     state: State::Waiting {

@@ -250,13 +250,14 @@ impl Session {
         let batch_id = self.next_batch_id.to_string();
         self.next_batch_id += 1;
         let size = requests.len();
-        tracing::debug!(batch_id, size, "sending batch");
+        let span = tracing::debug_span!("batch", batch_id, size);
+        tracing::debug!(parent: &span, "sending batch");
 
         let message = self.message(Some(Payload::BatchRequest(BatchRequest {
             batch_id,
             requests,
         })));
-        match outbound.send(message).await {
+        match outbound.send(message).instrument(span).await {
             Ok(()) => {
                 self.counters.batches_sent.fetch_add(1, Relaxed);
                 self.counters.requests_sent.fetch_add(size as u64, Relaxed);

@@ -160,8 +160,13 @@ impl Service<AllocationRequest> for ProcessorClient {
     }
 
     fn call(&mut self, request: AllocationRequest) -> ResponseFuture {
+        // The buffer carries the caller's span to its worker, where the batching service
+        // records the request id on it.
+        let span = tracing::trace_span!("allocate", request_id = tracing::field::Empty);
+        let inner = span.in_scope(|| self.inner.call(request));
         ResponseFuture {
-            inner: self.inner.call(request),
+            inner,
+            span,
             allocation_timeout: self.allocation_timeout,
             shared: Arc::clone(&self.shared),
         }
@@ -173,6 +178,8 @@ impl Service<AllocationRequest> for ProcessorClient {
 pub struct ResponseFuture {
     #[pin]
     inner: <Inner as Service<AllocationRequest>>::Future,
+    /// The call's span, `allocate` with its request id.
+    span: tracing::Span,
     allocation_timeout: Duration,
     /// Keeps the driver running while the call waits, whatever became of the client handles.
     shared: Arc<Shared>,
@@ -189,6 +196,7 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let result = ready!(this.inner.poll(cx)).map_err(|error| {
             let error = from_box(error, *this.allocation_timeout);
             if let Error::Timeout(_) = error {

@@ -1,4 +1,5 @@
-//! The spans a processor's allocator calls run in, over real gRPC on 127.0.0.1.
+//! The spans a processor's allocator calls run in, and those of the client's calls and
+//! batches, over real gRPC on 127.0.0.1.
 //!
 //! A test binary of its own: tracing caches per call site whether anyone listens, and tests
 //! without a subscriber running beside this one on other threads would race that cache.
@@ -13,7 +14,8 @@ use tokio::net::TcpListener;
 use tower::{BoxError, ServiceBuilder};
 use tracing::Instrument;
 
-/// Records every new span as "name<parent> field=value ...".
+/// Records every new span as "name<parent> field=value ...", and every value recorded on a
+/// span later as "record name field=value".
 #[derive(Clone, Default)]
 struct SpanLog(Arc<Mutex<Vec<String>>>);
 
@@ -41,6 +43,18 @@ where
             .map_or("", |parent| parent.name());
         let mut line = format!("{}<{parent}>", attributes.metadata().name());
         attributes.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        context: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let name = context.span(id).map_or("", |span| span.name());
+        let mut line = format!("record {name}");
+        values.record(&mut Fields(&mut line));
         self.0.lock().unwrap().push(line);
     }
 }
@@ -107,4 +121,18 @@ async fn tracing_layer_spans_nest_in_the_stream_and_batch_spans() {
             .any(|s| s.starts_with("batch<") && s.contains("size="))
     );
     assert_eq!(find("allocate<batch>"), 2, "{spans:#?}");
+
+    // The client's side: a span per call carrying its request id, a span per batch it sent.
+    assert_eq!(
+        find("allocate<>"),
+        2,
+        "one span per client call: {spans:#?}"
+    );
+    assert_eq!(find("record allocate request_id="), 2, "{spans:#?}");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.starts_with("batch<processor_client>") && s.contains("batch_id=")),
+        "{spans:#?}"
+    );
 }
