@@ -249,6 +249,19 @@ mod tests {
         }
     }
 
+    /// A full queue holding one request per namespace, in order, and where their answers go.
+    fn queued(namespaces: &[&str]) -> (Queue, Vec<(u64, oneshot::Receiver<Answer>)>) {
+        let queue = Queue::new(namespaces.len());
+        let receivers = namespaces
+            .iter()
+            .map(|namespace| {
+                assert!(reserve(&queue).is_ready());
+                queue.push(request(namespace)).unwrap()
+            })
+            .collect();
+        (queue, receivers)
+    }
+
     #[test]
     fn not_ready_while_full() {
         let queue = Queue::new(2);
@@ -262,12 +275,7 @@ mod tests {
 
     #[test]
     fn batch_takes_oldest_first_up_to_max() {
-        let queue = Queue::new(3);
-        let mut receivers = Vec::new();
-        for namespace in ["a", "b", "c"] {
-            assert!(reserve(&queue).is_ready());
-            receivers.push(queue.push(request(namespace)).unwrap());
-        }
+        let (queue, _receivers) = queued(&["a", "b", "c"]);
         let batch = queue.take_batch(2);
         let namespaces: Vec<_> = batch
             .iter()
@@ -320,12 +328,7 @@ mod tests {
 
     #[test]
     fn requeued_batch_goes_out_first_in_order() {
-        let queue = Queue::new(3);
-        let mut receivers = Vec::new();
-        for namespace in ["a", "b", "c"] {
-            assert!(reserve(&queue).is_ready());
-            receivers.push(queue.push(request(namespace)).unwrap());
-        }
+        let (queue, _receivers) = queued(&["a", "b", "c"]);
         let batch = queue.take_batch(2);
         queue.requeue(batch);
         let again: Vec<_> = queue
