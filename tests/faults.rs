@@ -42,9 +42,7 @@ const CALLS: usize = 100;
 
 /// A fleet of `hundreds` hundred game servers, about three quarters of them Ready.
 fn fleet(hundreds: usize) -> Fleet {
-    // Few game servers per node: each allocation re-keys every game server of its node in the
-    // fleet's index, and the scenarios are about the stream, not about large nodes.
-    Fleet::new(demo_fleet(hundreds * 20, 5))
+    Fleet::new(demo_fleet(hundreds * 5, 20))
 }
 
 /// Builds a processor over `allocator` with a health reporter and whatever `configure` adds,

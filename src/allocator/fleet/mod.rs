@@ -24,7 +24,7 @@ mod select;
 mod test_support;
 mod validate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::{Ready, ready};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -64,15 +64,18 @@ use crate::proto::{AllocationRequest, AllocationResponse};
 ///
 /// # Speed
 ///
-/// Candidates are kept in per-namespace ordered indexes (by state, and by label pair) keyed by
-/// the Packed order, and node counts are kept up to date as game servers change, so a Packed
-/// request walks candidates in order from the narrowest set its labels allow and stops at the
-/// first match. Adding, changing or allocating a game server re-keys the candidates on its
-/// node. Slower paths, by design:
+/// Candidates are indexed per namespace and state: each node keeps its candidates ordered by
+/// player room then name, and the nodes are ranked by their counts, both also per label pair.
+/// A Packed request walks the narrowest ranking its labels allow, node group by node group
+/// (the nodes tying on counts), and stops at the first group with a match. Adding, changing or
+/// allocating a game server moves its node within the rankings it is in: the cost depends on
+/// the node's label pairs, not on the fleet nor on the node's size. Slower paths, by design:
 ///
-/// - Packed with priorities also walks every candidate that ties with the first match on node
-///   counts and player room (priorities only rank among those);
-/// - Distributed walks every candidate of the narrowest set;
+/// - Packed reads the first match of every node in the group; many nodes tie when a fleet has
+///   many identical fresh nodes;
+/// - Packed with priorities also walks the group's candidates that share the first match's
+///   player room (priorities only rank among those);
+/// - Distributed walks every candidate of the narrowest ranking;
 /// - selectors filtering on players, counters or lists skip non-matching candidates one by
 ///   one, so a rare match costs a walk of the set.
 ///
@@ -166,7 +169,7 @@ impl Fleet {
 
     /// Adds or replaces many game servers under one lock, then rebuilds the index once.
     ///
-    /// Rebuilding costs a pass over the whole fleet, which beats re-keying node after node
+    /// Rebuilding costs a pass over the whole fleet, which beats re-ranking node after node
     /// when loading many game servers; for a few changes, [`Fleet::insert`] is cheaper.
     pub fn extend(&self, game_servers: impl IntoIterator<Item = GameServer>) {
         let mut state = self.lock();
@@ -334,35 +337,6 @@ impl State {
     ///
     /// `new` must have that namespace and name.
     fn put(&mut self, namespace: &str, name: &str, new: Option<GameServer>) -> Option<GameServer> {
-        let old_node = self
-            .game_servers
-            .get(namespace)
-            .and_then(|in_namespace| in_namespace.get(name))
-            .map(|old| old.node_name.clone());
-        let new_node = new.as_ref().map(|new| new.node_name.clone());
-        if old_node.is_none() && new_node.is_none() {
-            return None;
-        }
-
-        // Keys carry node counts, which this change may move: take every candidate of the
-        // touched nodes out under the old counts, and put them back under the new ones.
-        let touched: BTreeSet<String> = old_node.into_iter().chain(new_node).collect();
-        let mut neighbours = Vec::new();
-        for node in &touched {
-            for (member_namespace, member_name) in self.index.members(node) {
-                if let Some(member) = self
-                    .game_servers
-                    .get(&member_namespace)
-                    .and_then(|in_namespace| in_namespace.get(&member_name))
-                {
-                    self.index.remove(member, &self.nodes);
-                }
-                if (member_namespace.as_str(), member_name.as_str()) != (namespace, name) {
-                    neighbours.push((member_namespace, member_name));
-                }
-            }
-        }
-
         let old = self
             .game_servers
             .get_mut(namespace)
@@ -375,27 +349,24 @@ impl State {
             self.game_servers.remove(namespace);
         }
         if let Some(old) = &old {
+            self.index.remove(old);
             self.nodes.remove(old);
             self.len -= 1;
         }
+        let old_node = old.as_ref().map(|old| old.node_name.clone());
+        let new_node = new.as_ref().map(|new| new.node_name.clone());
         if let Some(new) = new {
             self.nodes.add(&new);
+            self.index.add(&new, &self.nodes);
             self.len += 1;
             self.game_servers
                 .entry(namespace.to_owned())
                 .or_default()
                 .insert(name.to_owned(), new);
-            neighbours.push((namespace.to_owned(), name.to_owned()));
         }
-
-        for (member_namespace, member_name) in neighbours {
-            if let Some(member) = self
-                .game_servers
-                .get(&member_namespace)
-                .and_then(|in_namespace| in_namespace.get(&member_name))
-            {
-                self.index.add(member, &self.nodes);
-            }
+        // The change may have moved the counts of the nodes it touched.
+        for node in old_node.iter().chain(&new_node) {
+            self.index.rerank(node, &self.nodes);
         }
         old
     }
@@ -504,12 +475,83 @@ mod tests {
         }
     }
 
-    /// Checks the kept node counts against a recount from scratch.
+    /// Checks the kept node counts and index against ones built from scratch.
     fn assert_node_counts_exact(fleet: &Fleet) {
         let mut recounted = NodeCounts::default();
-        fleet.game_servers().iter().for_each(|gs| recounted.add(gs));
-        let kept = fleet.lock().nodes.clone();
-        assert_eq!(kept, recounted);
+        let game_servers = fleet.game_servers();
+        game_servers.iter().for_each(|gs| recounted.add(gs));
+        let mut rebuilt = Index::default();
+        game_servers
+            .iter()
+            .for_each(|gs| rebuilt.add(gs, &recounted));
+        let state = fleet.lock();
+        assert_eq!(state.nodes, recounted);
+        assert_eq!(state.index.facts(), rebuilt.facts());
+    }
+
+    /// One change to a fleet, as the property test below draws them.
+    #[derive(Clone, Debug)]
+    enum Change {
+        Insert {
+            name: usize,
+            node: usize,
+            state: usize,
+            label: Option<usize>,
+            players: Option<i64>,
+        },
+        Remove(usize),
+        Deallocate(usize),
+        Allocate(Option<usize>),
+    }
+
+    fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0..12usize, 0..4usize, 0..4usize, proptest::option::of(0..3usize),
+                proptest::option::of(0..4i64))
+                .prop_map(|(name, node, state, label, players)| Change::Insert {
+                    name, node, state, label, players,
+                }),
+            1 => (0..12usize).prop_map(Change::Remove),
+            1 => (0..12usize).prop_map(Change::Deallocate),
+            2 => proptest::option::of(0..3usize).prop_map(Change::Allocate),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the changes, the index holds exactly what a rebuild from scratch holds.
+        #[test]
+        fn index_stays_exact_under_changes(changes in proptest::collection::vec(change(), 1..40)) {
+            const STATES: [&str; 4] = ["Ready", "Allocated", "Scheduled", "Ready"];
+            let fleet = Fleet::new([]).with_seed(7);
+            for change in changes {
+                match change {
+                    Change::Insert { name, node, state, label, players } => {
+                        let mut gs = ready(&format!("gs-{name}"), &format!("n{node}"))
+                            .state(STATES[state]);
+                        if let Some(label) = label {
+                            gs = gs.label("mode", &format!("m{label}"));
+                        }
+                        if let Some(count) = players {
+                            gs = gs.players(count, 4);
+                        }
+                        fleet.insert(gs);
+                    }
+                    Change::Remove(name) => {
+                        fleet.remove(NAMESPACE, &format!("gs-{name}"));
+                    }
+                    Change::Deallocate(name) => {
+                        fleet.deallocate(NAMESPACE, &format!("gs-{name}"));
+                    }
+                    Change::Allocate(label) => {
+                        let pairs = label.map(|label| ("mode", format!("m{label}")));
+                        let selector = labels(&pairs.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+                        let _ = fleet.allocate(&request(vec![selector]));
+                    }
+                }
+                assert_node_counts_exact(&fleet);
+            }
+        }
     }
 
     fn name(result: Result<AllocationResponse, AllocationError>) -> String {

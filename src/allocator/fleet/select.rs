@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::game_server::{GameServer, GameServerState};
 #[cfg(test)]
 use super::index::Room;
-use super::index::{NamespaceIndex, PackedKey, resolve};
+use super::index::{Entry, NamespaceIndex, Narrowed};
 #[cfg(test)]
 use super::nodes::NodeCounts;
 use super::request::{Normalized, PriorityKey};
@@ -161,14 +161,16 @@ pub(crate) fn compare_distributed(
 /// Chooses the game server for a request among the candidates of its namespace.
 ///
 /// Selectors are tried in order; for each, the first matching candidate in the request's order
-/// wins. Each selector walks the narrowest index set its labels allow, in Packed order:
+/// wins. Each selector walks the narrowest part of the index its labels allow, node group by
+/// node group in Packed order (a group is the nodes that tie on counts):
 ///
-/// - Packed without priorities stops at the first match;
-/// - Packed with priorities also walks the candidates that share the first match's node counts
-///   and player room, since priorities rank only among those;
-/// - Distributed walks every candidate of the set: with priorities it keeps the first in
-///   priority then name order, without them it picks uniformly among the matches, which is
-///   what walking a uniformly shuffled list gives.
+/// - Packed without priorities takes, in the first group with a match, the first match of each
+///   node and keeps the smallest by player room then name;
+/// - Packed with priorities also walks the group's candidates that share that player room,
+///   since priorities rank only among those;
+/// - Distributed walks every candidate: with priorities it keeps the first in priority then
+///   name order, without them it picks uniformly among the matches, which is what walking a
+///   uniformly shuffled list gives.
 pub(crate) fn choose<'g>(
     index: &NamespaceIndex,
     in_namespace: &'g BTreeMap<String, GameServer>,
@@ -178,41 +180,74 @@ pub(crate) fn choose<'g>(
     let priorities = request.priorities.as_slice();
     for selector in &request.selectors {
         let selector = selector.selector.as_ref();
-        let Some(set) = index.for_selector(selector).narrowest(selector) else {
+        let Some(narrowed) = index.for_selector(selector).narrowest(selector) else {
             continue;
         };
-        let matching = |key: &PackedKey| {
-            resolve(in_namespace, key).filter(|game_server| matches(selector, game_server))
+        let matching = |entry: &Entry| {
+            in_namespace
+                .get(&entry.name)
+                .filter(|game_server| matches(selector, game_server))
         };
         let chosen = match request.scheduling {
-            SchedulingStrategy::Packed => {
-                let Some((first_key, first)) =
-                    set.iter().find_map(|key| matching(key).map(|gs| (key, gs)))
-                else {
-                    continue;
-                };
+            SchedulingStrategy::Packed => packed(narrowed, &matching, priorities),
+            SchedulingStrategy::Distributed => {
+                let candidates = narrowed
+                    .nodes()
+                    .flat_map(|(_, entries)| entries)
+                    .filter_map(matching);
                 if priorities.is_empty() {
-                    return Some(first);
+                    candidates.collect::<Vec<_>>().choose(rng).copied()
+                } else {
+                    candidates.min_by(|a, b| compare_distributed(a, b, priorities))
                 }
-                set.range(first_key..)
-                    .take_while(|key| key.prefix == first_key.prefix)
-                    .filter_map(matching)
-                    .min_by(|a, b| compare_distributed(a, b, priorities))
             }
-            SchedulingStrategy::Distributed if !priorities.is_empty() => set
-                .iter()
-                .filter_map(matching)
-                .min_by(|a, b| compare_distributed(a, b, priorities)),
-            SchedulingStrategy::Distributed => set
-                .iter()
-                .filter_map(matching)
-                .collect::<Vec<_>>()
-                .choose(rng)
-                .copied(),
         };
         if chosen.is_some() {
             return chosen;
         }
+    }
+    None
+}
+
+/// The first match in Packed order, walking node group by node group.
+fn packed<'g>(
+    narrowed: Narrowed<'_>,
+    matching: &impl Fn(&Entry) -> Option<&'g GameServer>,
+    priorities: &[PriorityKey<'_>],
+) -> Option<&'g GameServer> {
+    let mut nodes = narrowed.nodes().peekable();
+    let mut group = Vec::new();
+    while let Some((rank, entries)) = nodes.next() {
+        group.clear();
+        group.push(entries);
+        while let Some((_, entries)) = nodes.next_if(|(next, _)| *next == rank) {
+            group.push(entries);
+        }
+        // Each node's set is in room then name order, so its first match is its best.
+        let Some((first, game_server)) = group
+            .iter()
+            .filter_map(|entries| {
+                entries
+                    .iter()
+                    .find_map(|entry| matching(entry).map(|game_server| (entry, game_server)))
+            })
+            .min_by(|(a, _), (b, _)| a.cmp(b))
+        else {
+            continue;
+        };
+        if priorities.is_empty() {
+            return Some(game_server);
+        }
+        let start = Entry::first_with(&first.room);
+        return group
+            .iter()
+            .flat_map(|entries| {
+                entries
+                    .range(&start..)
+                    .take_while(|entry| entry.room == first.room)
+            })
+            .filter_map(matching)
+            .min_by(|a, b| compare_distributed(a, b, priorities));
     }
     None
 }
