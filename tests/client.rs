@@ -641,3 +641,71 @@ async fn ten_thousand_callers_against_a_small_queue_each_end_once() {
     }
     assert_eq!(client.stats().answers, 10_000);
 }
+
+/// A request carrying `size` bytes of annotation, to fill transport windows quickly.
+fn heavy_request(namespace: String, size: usize) -> AllocationRequest {
+    AllocationRequest {
+        namespace,
+        metadata: Some(agones_processor::proto::MetaPatch {
+            annotations: [("blob".to_owned(), "x".repeat(size))].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_processor_that_stops_reading_does_not_stop_answers() {
+    let mut harness = Harness::start().await;
+    let client = harness
+        .client()
+        .max_batch_size(100)
+        .buffer_size(4096)
+        .allocation_timeout(Duration::from_secs(60))
+        .spawn()
+        .unwrap();
+    let mut stream = harness.stream().await;
+    let calls: Vec<_> = (0..3000)
+        .map(|i| {
+            let call = client
+                .clone()
+                .allocate_owned(heavy_request(format!("r-{i}"), 10_000));
+            tokio::spawn(call)
+        })
+        .collect();
+    while client.stats().queued < 100 {
+        tokio::task::yield_now().await;
+    }
+    let first = stream.pull_batch().await;
+
+    // The processor stops reading and keeps pulling: the client's batches (1 MB each) fill
+    // the transport's windows and then the client's own outbound queue.
+    // Each pull waits until the client took the previous one and its queue refilled, so that
+    // every pull finds a full batch; a client stuck on sending takes no more pulls.
+    let refilled = |pulls| {
+        let stats = client.stats();
+        stats.pulls >= pulls && stats.queued >= 100
+    };
+    for pulled in 2..42 {
+        stream.pull().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while !refilled(pulled) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    stream.answer(&first).await;
+
+    // The answers come after all those pulls; a client that blocks on sending a batch never
+    // reads them.
+    let mut calls = calls.into_iter();
+    for call in calls.by_ref().take(first.requests.len()) {
+        let answered = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the answer is read while the processor does not read")
+            .unwrap();
+        assert!(answered.is_ok(), "{answered:?}");
+    }
+    assert!(client.stats().pulls_skipped > 0, "{:?}", client.stats());
+    drop(stream);
+    calls.for_each(|call| call.abort());
+}

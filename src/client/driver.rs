@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-use tracing::Instrument;
+use tracing::Instrument as _;
 
 use super::{Error, backoff::Backoff, queue::Queue};
 use crate::{
@@ -43,6 +43,7 @@ type BoxError = tower::BoxError;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) pulls: AtomicU64,
+    pub(crate) pulls_skipped: AtomicU64,
     pub(crate) batches_sent: AtomicU64,
     pub(crate) requests_sent: AtomicU64,
     pub(crate) answers: AtomicU64,
@@ -222,17 +223,13 @@ impl Session {
             let Some(message) = message? else {
                 return Ok(());
             };
-            self.handle(message, &outbound).await;
+            self.handle(message, &outbound);
         }
     }
 
-    async fn handle(
-        &mut self,
-        message: ProcessorMessage,
-        outbound: &mpsc::Sender<ProcessorMessage>,
-    ) {
+    fn handle(&mut self, message: ProcessorMessage, outbound: &mpsc::Sender<ProcessorMessage>) {
         match message.payload {
-            Some(Payload::Pull(_)) => self.answer_pull(outbound).await,
+            Some(Payload::Pull(_)) => self.answer_pull(outbound),
             Some(Payload::BatchResponse(batch)) => self.route(batch),
             Some(Payload::BatchRequest(_)) | None => {
                 tracing::warn!("ignoring a message a processor should not send");
@@ -241,8 +238,23 @@ impl Session {
     }
 
     /// Sends the queued requests as one batch; an empty queue sends nothing.
-    async fn answer_pull(&mut self, outbound: &mpsc::Sender<ProcessorMessage>) {
+    ///
+    /// Never waits for the transport: while the driver waits, it reads nothing, and a
+    /// processor that has stopped reading until its own sends go through would wait for the
+    /// driver in turn. When the outbound queue is full, this pull takes nothing and the
+    /// requests wait for a later one.
+    fn answer_pull(&mut self, outbound: &mpsc::Sender<ProcessorMessage>) {
         self.counters.pulls.fetch_add(1, Relaxed);
+        let permit = match outbound.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.counters.pulls_skipped.fetch_add(1, Relaxed);
+                tracing::debug!("transport backed up, this pull takes nothing");
+                return;
+            }
+            // The stream is gone; the read loop ends with it.
+            Err(mpsc::error::TrySendError::Closed(())) => return,
+        };
         let requests = self.queue.take_batch(self.max_batch_size);
         if requests.is_empty() {
             return;
@@ -250,25 +262,14 @@ impl Session {
         let batch_id = self.next_batch_id.to_string();
         self.next_batch_id += 1;
         let size = requests.len();
-        let span = tracing::debug_span!("batch", batch_id, size);
-        tracing::debug!(parent: &span, "sending batch");
-
-        let message = self.message(Some(Payload::BatchRequest(BatchRequest {
+        let _span = tracing::debug_span!("batch", batch_id, size).entered();
+        tracing::debug!("sending batch");
+        permit.send(self.message(Some(Payload::BatchRequest(BatchRequest {
             batch_id,
             requests,
-        })));
-        match outbound.send(message).instrument(span).await {
-            Ok(()) => {
-                self.counters.batches_sent.fetch_add(1, Relaxed);
-                self.counters.requests_sent.fetch_add(size as u64, Relaxed);
-            }
-            // The stream is gone and the batch never left: its requests wait for the next one.
-            Err(mpsc::error::SendError(message)) => {
-                if let Some(Payload::BatchRequest(batch)) = message.payload {
-                    self.queue.requeue(batch.requests);
-                }
-            }
-        }
+        }))));
+        self.counters.batches_sent.fetch_add(1, Relaxed);
+        self.counters.requests_sent.fetch_add(size as u64, Relaxed);
     }
 
     /// Hands each answer of a batch to the call waiting for it.

@@ -153,25 +153,6 @@ impl Queue {
         batch
     }
 
-    /// Puts a batch that could not be sent back at the front of the queue, in its order.
-    pub(crate) fn requeue(&self, batch: Vec<RequestWrapper>) {
-        let mut state = self.lock();
-        for wrapper in batch.into_iter().rev() {
-            let Ok(id) = wrapper.request_id.parse() else {
-                continue;
-            };
-            let Some(answer) = state.in_flight.remove(&id) else {
-                continue;
-            };
-            let request = wrapper.request.unwrap_or_default();
-            state.queued.push_front(Queued {
-                id,
-                request,
-                answer,
-            });
-        }
-    }
-
     /// Ends the in-flight request `request_id` with `answer`.
     ///
     /// Returns `false` when no call waits for that id: it was never sent, was already
@@ -324,19 +305,6 @@ mod tests {
         );
         assert!(!queue.answer("not-a-number", Ok(AllocationResponse::default())));
         assert!(receiver.try_recv().unwrap().is_ok());
-    }
-
-    #[test]
-    fn requeued_batch_goes_out_first_in_order() {
-        let (queue, _receivers) = queued(&["a", "b", "c"]);
-        let batch = queue.take_batch(2);
-        queue.requeue(batch);
-        let again: Vec<_> = queue
-            .take_batch(3)
-            .into_iter()
-            .map(|w| w.request.unwrap().namespace)
-            .collect();
-        assert_eq!(again, ["a", "b", "c"]);
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct ClientStats {
     pub in_flight: usize,
     /// Pulls received from the processor.
     pub pulls: u64,
+    /// Pulls that took nothing because the transport had not yet taken the batches before
+    /// (the processor reads slower than it pulls).
+    pub pulls_skipped: u64,
     /// Batches sent.
     pub batches_sent: u64,
     /// Requests sent in those batches.
@@ -115,6 +118,7 @@ impl ProcessorClient {
             queued: self.shared.queue.queued(),
             in_flight: self.shared.queue.in_flight(),
             pulls: counters.pulls.load(Relaxed),
+            pulls_skipped: counters.pulls_skipped.load(Relaxed),
             batches_sent: counters.batches_sent.load(Relaxed),
             requests_sent: counters.requests_sent.load(Relaxed),
             answers: counters.answers.load(Relaxed),
