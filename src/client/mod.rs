@@ -24,5 +24,5 @@ mod service;
 pub use batch::{Batch, ResponseFuture as BatchFuture};
 pub use builder::Builder;
 pub use driver::Driver;
-pub use error::Error;
+pub use error::{BuildError, Error};
 pub use service::{ClientStats, ProcessorClient, ResponseFuture};

@@ -94,11 +94,13 @@ mod batch;
 mod builder;
 mod counters;
 mod handler;
+mod identity;
 mod lifecycle;
 mod pull;
 pub mod record;
 mod registry;
 mod stream;
+mod token;
 mod transport;
 mod unary;
 
@@ -108,6 +110,12 @@ mod tests;
 pub use crate::HEALTH_SERVICE_NAME;
 pub use builder::Builder;
 pub use handler::{OutboundStream, ProcessorHandler};
+#[cfg(feature = "tls")]
+pub use identity::CertificateIdentity;
+pub use identity::ClientIds;
+pub use token::{BearerToken, BearerTokenLayer, BearerTokens};
+#[cfg(feature = "tls")]
+pub use transport::recommended_tls_server;
 pub use transport::{
     KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MIN_CLIENT_PING_INTERVAL, incoming, recommended_server,
 };
