@@ -506,3 +506,41 @@ async fn builder_refuses_mismatched_schemes_and_bad_tokens() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn connections_that_never_finish_the_handshake_are_dropped() {
+    let ca = Ca::new("processor CA");
+    let pem = ca.processor();
+    let tls = ServerTls::from_pem(&pem.certificate, &pem.key)
+        .unwrap()
+        .handshake_timeout(Duration::from_millis(200));
+    let processor = Setup {
+        tls: Some(tls),
+        ..Default::default()
+    }
+    .start()
+    .await;
+
+    // A connection that sends nothing: the server must not keep it waiting for a handshake.
+    let mut stalled = tokio::net::TcpStream::connect(processor.address)
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read(&mut stalled, &mut buffer),
+    )
+    .await
+    .expect("the server kept a connection that never started its handshake");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the server sent {read:?} instead of closing"
+    );
+
+    // The server still serves clients that do complete it.
+    let client = builder(processor.address, "https", "allocator-1")
+        .tls(client_tls(&ca))
+        .spawn()
+        .unwrap();
+    allocate_all(&client, 5).await;
+}
