@@ -5,13 +5,24 @@
 //! cargo run --example client -- --addr http://127.0.0.1:9090 --count 100 --concurrency 10
 //! ```
 //!
+//! Over TLS, the processor's CA (`--tls-ca`), the name its certificate holds when it is not
+//! the address's host (`--tls-domain`), and for mutual TLS the client's own certificate
+//! (`--tls-cert`, `--tls-key`); for a processor that checks bearer tokens, `--token`:
+//!
+//! ```text
+//! cargo run --example client -- --addr https://127.0.0.1:9090 --tls-ca processor-ca.pem \
+//!     --tls-domain processor.example --tls-cert allocator-1.pem --tls-key allocator-1.key \
+//!     --client-id allocator-1
+//! cargo run --example client -- --token s3cret --client-id allocator-1
+//! ```
+//!
 //! Exits 0 when every call got an answer (an allocation or an allocation error), 1 when any
-//! call timed out or found the processor unavailable.
+//! call timed out, found the processor unavailable or was refused for its credentials.
 #![allow(clippy::print_stdout)]
 
-use std::{collections::BTreeMap, process::ExitCode, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
 
-use agones_processor::{AllocationRequest, ProcessorClient, client::Error};
+use agones_processor::{AllocationRequest, ProcessorClient, client::Error, tls::ClientTls};
 use clap::Parser;
 use tokio::task::JoinSet;
 
@@ -40,17 +51,53 @@ struct Args {
     /// How long a call may take.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// The CA that signed the processor's certificate (PEM); connects with TLS, to an
+    /// `https://` address.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// The name the processor's certificate must hold, if not the address's host.
+    #[arg(long, requires = "tls_ca")]
+    tls_domain: Option<String>,
+    /// The client's certificate chain (PEM), for mutual TLS, with `--tls-key`.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The client's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A bearer token to send with every request.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[tokio::main]
-async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    run().await.unwrap_or_else(|error| {
+        report(&*error);
+        ExitCode::FAILURE
+    })
+}
+
+async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     logging::init("warn");
     let args = Args::parse();
 
-    let client = ProcessorClient::builder(args.addr.clone())
+    let mut builder = ProcessorClient::builder(args.addr.clone())
         .client_id(args.client_id.clone())
-        .allocation_timeout(args.timeout)
-        .spawn()?;
+        .allocation_timeout(args.timeout);
+    if let Some(ca) = &args.tls_ca {
+        let mut tls = ClientTls::from_ca_file(ca)?;
+        if let Some(domain) = &args.tls_domain {
+            tls = tls.domain_name(domain);
+        }
+        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            tls = tls.identity_files(cert, key)?;
+        }
+        builder = builder.tls(tls);
+    }
+    if let Some(token) = &args.token {
+        builder = builder.bearer_token(token);
+    }
+    let client = builder.spawn()?;
     let request = AllocationRequest {
         namespace: args.namespace.clone(),
         ..Default::default()
@@ -77,7 +124,12 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         for result in results? {
             let class = match &result {
                 Ok(_) => "allocated".to_owned(),
-                Err(error @ (Error::Timeout(_) | Error::OutcomeUnknown | Error::Closed)) => {
+                Err(
+                    error @ (Error::Timeout(_)
+                    | Error::OutcomeUnknown
+                    | Error::Closed
+                    | Error::Refused(_)),
+                ) => {
                     unanswered += 1;
                     format!("unanswered ({:?}): {error}", error.code())
                 }
@@ -95,4 +147,15 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Prints `error` with its sources, which often hold the reason.
+fn report(error: &dyn std::error::Error) {
+    let mut text = format!("error: {error}");
+    let mut source = error.source();
+    while let Some(error) = source {
+        text.push_str(&format!(": {error}"));
+        source = error.source();
+    }
+    eprintln!("{text}");
 }

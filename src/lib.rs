@@ -5,6 +5,8 @@ pub mod client;
 pub mod proto;
 pub mod server;
 pub mod status;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::ProcessorClient;
 pub use proto::{AllocationRequest, AllocationResponse};

@@ -3,11 +3,15 @@
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::oneshot;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::Endpoint;
 use tower::ServiceBuilder;
 
+#[cfg(feature = "tls")]
+use crate::tls::ClientTls;
+
 use super::{
-    Batch, Driver, ProcessorClient,
+    Batch, BuildError, Driver, ProcessorClient,
     driver::{DriverConfig, ShutdownSignal},
     queue::Queue,
     service::Inner,
@@ -46,12 +50,15 @@ pub struct Builder {
     buffer_size: usize,
     load_shed: bool,
     shutdown: Option<ShutdownSignal>,
+    #[cfg(feature = "tls")]
+    tls: Option<ClientTls>,
+    bearer_token: Option<String>,
 }
 
 impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
-            .field("processor_address", &self.processor_address)
+        let mut f = f.debug_struct("Builder");
+        f.field("processor_address", &self.processor_address)
             .field("client_id", &self.client_id)
             .field("max_batch_size", &self.max_batch_size)
             .field("allocation_timeout", &self.allocation_timeout)
@@ -62,7 +69,11 @@ impl fmt::Debug for Builder {
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("buffer_size", &self.buffer_size)
             .field("load_shed", &self.load_shed)
-            .field("shutdown_signal", &self.shutdown.is_some())
+            .field("shutdown_signal", &self.shutdown.is_some());
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls);
+        // The token is a secret: only whether there is one is shown.
+        f.field("bearer_token", &self.bearer_token.is_some())
             .finish()
     }
 }
@@ -82,6 +93,9 @@ impl Builder {
             buffer_size: 1024,
             load_shed: false,
             shutdown: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            bearer_token: None,
         }
     }
 
@@ -191,20 +205,85 @@ impl Builder {
         self
     }
 
+    /// Connects with TLS: trusts the CA of `tls` for the processor's certificate and, when
+    /// `tls` has an identity, presents it (mutual TLS). The processor address must then be
+    /// `https://`.
+    ///
+    /// A processor that refuses the client's certificate, or whose certificate the client
+    /// does not trust, ends the connection attempt; the client retries with backoff, and calls
+    /// fail with [`Error::Refused`](super::Error::Refused) when the processor's answer says
+    /// why (a client id its certificate does not name).
+    ///
+    /// Default: none; `http://` addresses only.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// A bearer token sent as `authorization: Bearer <token>` metadata on every request to
+    /// the processor (health checks and the stream), for processors behind a
+    /// [`BearerTokenLayer`](crate::server::BearerTokenLayer).
+    ///
+    /// A token the processor does not accept, or one that does not permit the client id, makes
+    /// calls fail with [`Error::Refused`](super::Error::Refused). Without TLS the token
+    /// crosses the network in the clear.
+    ///
+    /// Default: none.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
     /// Builds the client and the driver that must run for its calls to be answered.
     ///
     /// Must be called within a tokio runtime, which runs the buffer's worker.
     ///
     /// # Errors
     ///
-    /// The processor address is not a valid URI.
+    /// The processor address is not a valid URI; it is `https://` without TLS configured, or
+    /// TLS is configured for an address that is not `https://`; rustls refuses the TLS
+    /// configuration; the bearer token is not visible ASCII.
     ///
     /// # Panics
     ///
     /// `max_batch_size` or `buffer_size` is 0, or there is no tokio runtime.
-    pub fn build(self) -> Result<(ProcessorClient, Driver), tonic::transport::Error> {
+    pub fn build(self) -> Result<(ProcessorClient, Driver), BuildError> {
         assert!(self.buffer_size > 0, "buffer_size must be at least 1");
-        let endpoint = Endpoint::from_shared(self.processor_address)?
+        let address = self.processor_address;
+        let endpoint =
+            Endpoint::from_shared(address.clone()).map_err(BuildError::InvalidAddress)?;
+        let https = endpoint.uri().scheme_str() == Some("https");
+        #[cfg(feature = "tls")]
+        let endpoint = match self.tls {
+            Some(tls) if https => endpoint
+                .tls_config(tls.to_config())
+                .map_err(BuildError::Tls)?,
+            None if !https => endpoint,
+            tls => {
+                return Err(BuildError::SchemeMismatch {
+                    address,
+                    tls: tls.is_some(),
+                });
+            }
+        };
+        #[cfg(not(feature = "tls"))]
+        if https {
+            return Err(BuildError::SchemeMismatch {
+                address,
+                tls: false,
+            });
+        }
+        let bearer_token = self
+            .bearer_token
+            .map(|token| -> Result<AsciiMetadataValue, BuildError> {
+                let mut value = MetadataValue::try_from(format!("Bearer {token}"))
+                    .map_err(|_| BuildError::InvalidToken)?;
+                value.set_sensitive(true);
+                Ok(value)
+            })
+            .transpose()?;
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Go processors disconnect clients that ping more often than every 10 seconds.
@@ -237,6 +316,7 @@ impl Builder {
             reconnect_interval: self.reconnect_interval,
             max_reconnect_interval: self.max_reconnect_interval,
             idle_timeout: self.idle_timeout,
+            bearer_token,
             queue: queue.clone(),
             counters: Arc::clone(&counters),
             dropped,
@@ -263,7 +343,7 @@ impl Builder {
     /// # Panics
     ///
     /// As [`Builder::build`].
-    pub fn spawn(self) -> Result<ProcessorClient, tonic::transport::Error> {
+    pub fn spawn(self) -> Result<ProcessorClient, BuildError> {
         let (client, driver) = self.build()?;
         tokio::spawn(driver);
         Ok(client)

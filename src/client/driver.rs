@@ -14,7 +14,9 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -59,6 +61,8 @@ pub(crate) struct DriverConfig {
     pub(crate) reconnect_interval: Duration,
     pub(crate) max_reconnect_interval: Duration,
     pub(crate) idle_timeout: Duration,
+    /// `Bearer <token>`, sent as `authorization` metadata.
+    pub(crate) bearer_token: Option<AsciiMetadataValue>,
     pub(crate) queue: Queue,
     pub(crate) counters: Arc<Counters>,
     /// Fires when the last client handle is dropped.
@@ -118,6 +122,7 @@ async fn run(config: DriverConfig) {
         next_batch_id: 0,
         connected: false,
         idle_timeout: config.idle_timeout,
+        bearer_token: config.bearer_token,
     };
     let mut dropped = config.dropped;
     let mut signal = config.shutdown;
@@ -155,13 +160,30 @@ async fn run(config: DriverConfig) {
         }
         match ended {
             Ok(()) => tracing::info!("processor ended the stream"),
-            // Log a failure once, not once per retry, while it keeps recurring.
             Err(error) => {
+                // A refusal is not waited out: the callers learn it now, and calls fail with
+                // it until an attempt is accepted.
+                let refused = refusal(&error).map(|status| {
+                    let failed = session.queue.refuse(status.clone());
+                    (status, failed)
+                });
+                // Log a failure once, not once per retry, while it keeps recurring.
                 let text = error.to_string();
-                if last_failure.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(error = %text, "processor unreachable, retrying");
-                } else {
-                    tracing::debug!(error = %text, "processor still unreachable");
+                let repeated = last_failure.as_deref() == Some(text.as_str());
+                match (refused, repeated) {
+                    (Some((status, failed)), false) => tracing::warn!(
+                        code = ?status.code(),
+                        reason = status.message(),
+                        failed,
+                        "processor refused this client"
+                    ),
+                    (Some((status, failed)), true) => {
+                        tracing::debug!(code = ?status.code(), failed, "processor still refuses");
+                    }
+                    (None, false) => {
+                        tracing::warn!(error = %text, "processor unreachable, retrying")
+                    }
+                    (None, true) => tracing::debug!(error = %text, "processor still unreachable"),
                 }
                 last_failure = Some(text);
             }
@@ -189,13 +211,21 @@ struct Session {
     connected: bool,
     /// How long the stream may stay silent before it counts as dead.
     idle_timeout: Duration,
+    /// `Bearer <token>` for the `authorization` metadata of every request.
+    bearer_token: Option<AsciiMetadataValue>,
 }
 
 impl Session {
     /// Connects, checks health, registers, then serves pulls until the stream ends.
     async fn run(&mut self, endpoint: &Endpoint) -> Result<(), BoxError> {
         let channel = endpoint.connect().await?;
-        check_health(channel.clone()).await?;
+        check_health(
+            channel.clone(),
+            self.request(HealthCheckRequest {
+                service: HEALTH_SERVICE_NAME.to_owned(),
+            }),
+        )
+        .await?;
 
         // Registration goes into the outbound stream before the call is made: a processor
         // may send no response headers until it has a message to send.
@@ -204,9 +234,12 @@ impl Session {
             .try_send(self.message(None))
             .expect("a new channel has room");
         let mut inbound = ProcessorClient::new(channel)
-            .stream_batches(ReceiverStream::new(receiver))
+            .stream_batches(self.request(ReceiverStream::new(receiver)))
             .await?
             .into_inner();
+        // The processor answers only after it checked the registration: the client id is
+        // accepted.
+        self.queue.accepted();
         self.counters.connects.fetch_add(1, Relaxed);
         self.connected = true;
         tracing::info!("connected to processor");
@@ -300,6 +333,17 @@ impl Session {
         }
     }
 
+    /// A request to the processor with this client's metadata.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.bearer_token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        request
+    }
+
     fn message(&self, payload: Option<Payload>) -> ProcessorMessage {
         ProcessorMessage {
             client_id: self.client_id.clone(),
@@ -308,11 +352,90 @@ impl Session {
     }
 }
 
-/// Succeeds when the processor reports itself serving.
-async fn check_health(channel: Channel) -> Result<(), BoxError> {
-    let request = HealthCheckRequest {
-        service: HEALTH_SERVICE_NAME.to_owned(),
+/// The status callers get when `error` says that this client's credentials will not do: the
+/// processor's refusal of its certificate, token or client id, or a TLS handshake that failed
+/// on a certificate (either side's).
+fn refusal(error: &BoxError) -> Option<Status> {
+    if let Some(status) = error.downcast_ref::<Status>()
+        && matches!(
+            status.code(),
+            Code::Unauthenticated | Code::PermissionDenied
+        )
+    {
+        return Some(Status::new(status.code(), status.message()));
+    }
+    #[cfg(feature = "tls")]
+    if let Some(error) = certificate_failure(error.as_ref()) {
+        return Some(Status::unauthenticated(format!(
+            "TLS handshake failed: {error}"
+        )));
+    }
+    None
+}
+
+/// Alerts by which a processor refuses this client's certificate.
+#[cfg(feature = "tls")]
+const CERTIFICATE_ALERTS: [rustls::AlertDescription; 8] = [
+    rustls::AlertDescription::BadCertificate,
+    rustls::AlertDescription::UnsupportedCertificate,
+    rustls::AlertDescription::CertificateRevoked,
+    rustls::AlertDescription::CertificateExpired,
+    rustls::AlertDescription::CertificateUnknown,
+    rustls::AlertDescription::UnknownCA,
+    rustls::AlertDescription::AccessDenied,
+    rustls::AlertDescription::CertificateRequired,
+];
+
+/// The rustls error in `error`'s chain, as text, if it is about a certificate: one the
+/// processor sent that this client does not trust, or this client's own that the processor
+/// refused (an alert from it).
+///
+/// With TLS 1.3 a processor refuses a client's certificate after the client finished its
+/// handshake, so the alert arrives on the HTTP/2 connection, whose errors keep only the text
+/// of the I/O error they carried: alerts are recognised by rustls' text for them.
+#[cfg(feature = "tls")]
+fn certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let refused = |tls: &rustls::Error| match tls {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => true,
+        rustls::Error::AlertReceived(alert) => CERTIFICATE_ALERTS.contains(alert),
+        _ => false,
     };
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>()
+            && refused(tls)
+        {
+            return Some(tls.to_string());
+        }
+        // I/O errors wrap what they carry, and their `source` skips it.
+        if let Some(inner) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                if refused(tls) {
+                    return Some(tls.to_string());
+                }
+            } else {
+                let text = inner.to_string();
+                let alert = |alert: &rustls::AlertDescription| {
+                    rustls::Error::AlertReceived(*alert).to_string() == text
+                };
+                if CERTIFICATE_ALERTS.iter().any(alert) {
+                    return Some(text);
+                }
+            }
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// Succeeds when the processor reports itself serving.
+async fn check_health(
+    channel: Channel,
+    request: tonic::Request<HealthCheckRequest>,
+) -> Result<(), BoxError> {
     let mut health = HealthClient::new(channel);
     let status = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, health.check(request))
         .await
@@ -323,4 +446,68 @@ async fn check_health(channel: Channel) -> Result<(), BoxError> {
         return Err(format!("processor health is {}", status.as_str_name()).into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_by_status_code() {
+        for code in [Code::Unauthenticated, Code::PermissionDenied] {
+            let error: BoxError = Status::new(code, "no").into();
+            let status = refusal(&error).expect("a refusal");
+            assert_eq!((status.code(), status.message()), (code, "no"));
+        }
+        for code in [Code::Unavailable, Code::Unknown, Code::InvalidArgument] {
+            let error: BoxError = Status::new(code, "no").into();
+            assert!(refusal(&error).is_none(), "{code:?}");
+        }
+        assert!(refusal(&"health check timed out".into()).is_none());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn certificate_failures_are_refusals() {
+        /// An error with a source, as transports nest them.
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("transport error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let invalid = std::io::ErrorKind::InvalidData;
+
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let error: BoxError = Outer(std::io::Error::new(invalid, untrusted)).into();
+        let status = refusal(&error).expect("an untrusted processor certificate");
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(status.message().contains("UnknownIssuer"), "{status:?}");
+
+        // An alert whose type was lost on the way, as HTTP/2 errors keep only the text.
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let error: BoxError = Outer(std::io::Error::new(invalid, alert.to_string())).into();
+        let status = refusal(&error).expect("a refused client certificate");
+        assert!(
+            status.message().contains("CertificateRequired"),
+            "{status:?}"
+        );
+
+        for other in [
+            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure).to_string(),
+            "connection reset".to_owned(),
+        ] {
+            let error: BoxError = Outer(std::io::Error::new(invalid, other.clone())).into();
+            assert!(refusal(&error).is_none(), "{other}");
+        }
+        let closed = rustls::Error::AlertReceived(rustls::AlertDescription::CloseNotify);
+        let error: BoxError = Outer(std::io::Error::new(invalid, closed)).into();
+        assert!(refusal(&error).is_none());
+    }
 }

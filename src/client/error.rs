@@ -23,6 +23,12 @@ pub enum Error {
     /// The processor answered the request with an error: the allocator's code and message,
     /// for example `ResourceExhausted` when no game server matched.
     Allocation(tonic::Status),
+    /// The processor refused this client's stream: its credentials (client certificate or
+    /// bearer token) are missing or wrong (`Unauthenticated`), or do not permit its client id
+    /// (`PermissionDenied`). The status is the processor's. The request was never sent.
+    ///
+    /// Calls fail with it from the refusal until a later connection attempt is accepted.
+    Refused(tonic::Status),
 }
 
 impl Error {
@@ -32,7 +38,7 @@ impl Error {
             Self::Timeout(_) => Code::DeadlineExceeded,
             Self::OutcomeUnknown | Self::Closed => Code::Unavailable,
             Self::Overloaded => Code::ResourceExhausted,
-            Self::Allocation(status) => status.code(),
+            Self::Allocation(status) | Self::Refused(status) => status.code(),
         }
     }
 }
@@ -47,6 +53,9 @@ impl fmt::Display for Error {
             Self::Overloaded => f.write_str("processor client overloaded"),
             Self::Closed => f.write_str("processor client closed"),
             Self::Allocation(status) => write!(f, "allocation failed: {}", status.message()),
+            Self::Refused(status) => {
+                write!(f, "processor refused this client: {}", status.message())
+            }
         }
     }
 }
@@ -56,8 +65,58 @@ impl std::error::Error for Error {}
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         match error {
-            Error::Allocation(status) => status,
+            Error::Allocation(status) | Error::Refused(status) => status,
             other => tonic::Status::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+/// Why a [`Builder`](super::Builder) could not build a client.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The processor address is not a valid URI.
+    InvalidAddress(tonic::transport::Error),
+    /// The address is `https://` but no TLS configuration was given, or TLS was configured
+    /// for an address that is not `https://`, which would connect in the clear.
+    SchemeMismatch {
+        /// The address as given.
+        address: String,
+        /// Whether TLS was configured.
+        tls: bool,
+    },
+    /// The TLS configuration was refused.
+    Tls(tonic::transport::Error),
+    /// The bearer token cannot be sent as metadata: it must be visible ASCII.
+    InvalidToken,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidAddress(error) => write!(f, "invalid processor address: {error}"),
+            Self::SchemeMismatch { address, tls: true } => write!(
+                f,
+                "TLS is configured but the processor address {address:?} is not https://"
+            ),
+            Self::SchemeMismatch {
+                address,
+                tls: false,
+            } => write!(
+                f,
+                "the processor address {address:?} is https:// but no TLS is configured"
+            ),
+            Self::Tls(error) => write!(f, "invalid TLS configuration: {error}"),
+            Self::InvalidToken => f.write_str("the bearer token must be visible ASCII"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidAddress(error) | Self::Tls(error) => Some(error),
+            Self::SchemeMismatch { .. } | Self::InvalidToken => None,
         }
     }
 }
@@ -81,6 +140,11 @@ mod tests {
                 Error::Allocation(tonic::Status::resource_exhausted("no game server matched")),
                 Code::ResourceExhausted,
                 "no game server matched",
+            ),
+            (
+                Error::Refused(tonic::Status::permission_denied("not your id")),
+                Code::PermissionDenied,
+                "not your id",
             ),
         ];
         for (error, code, text) in cases {

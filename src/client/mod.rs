@@ -10,8 +10,9 @@
 //! the [`Driver`] is the background task that owns the gRPC stream. Every call ends exactly
 //! once: with the processor's answer, with [`Error::Timeout`] at the allocation timeout, with
 //! [`Error::OutcomeUnknown`] as soon as the stream carrying it breaks, or with
-//! [`Error::Closed`] when the client shuts down. Requests not yet sent when a stream breaks
-//! wait for the next one.
+//! [`Error::Closed`] when the client shuts down, or with [`Error::Refused`] when the processor
+//! refuses the client's credentials or id. Requests not yet sent when a stream breaks wait for
+//! the next one.
 
 mod backoff;
 mod batch;
@@ -24,5 +25,5 @@ mod service;
 pub use batch::{Batch, ResponseFuture as BatchFuture};
 pub use builder::Builder;
 pub use driver::Driver;
-pub use error::Error;
+pub use error::{BuildError, Error};
 pub use service::{ClientStats, ProcessorClient, ResponseFuture};

@@ -39,6 +39,8 @@ struct State {
     /// Calls whose caller stopped waiting before the answer.
     abandoned: u64,
     closed: bool,
+    /// Why the processor refused the last connection attempt, until one is accepted.
+    refused: Option<tonic::Status>,
 }
 
 impl State {
@@ -106,6 +108,9 @@ impl Queue {
         state.reserved -= 1;
         if state.closed {
             return Err(Error::Closed);
+        }
+        if let Some(status) = &state.refused {
+            return Err(Error::Refused(status.clone()));
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -175,6 +180,29 @@ impl Queue {
             let _ = sender.send(Err(Error::OutcomeUnknown));
         }
         count
+    }
+
+    /// The processor refused this client: every queued request fails with
+    /// [`Error::Refused`], and so does every new call until [`Queue::accepted`].
+    ///
+    /// Returns how many queued requests failed.
+    pub(crate) fn refuse(&self, status: tonic::Status) -> usize {
+        let queued = {
+            let mut state = self.lock();
+            state.refused = Some(status.clone());
+            state.wake_waiting();
+            std::mem::take(&mut state.queued)
+        };
+        let count = queued.len();
+        for queued in queued {
+            let _ = queued.answer.send(Err(Error::Refused(status.clone())));
+        }
+        count
+    }
+
+    /// The processor accepted this client: calls queue again.
+    pub(crate) fn accepted(&self) {
+        self.lock().refused = None;
     }
 
     /// Closes the queue: new calls fail, and every queued and in-flight request fails with
@@ -323,6 +351,30 @@ mod tests {
             "the queued request still waits"
         );
         assert_eq!(queue.queued(), 1);
+    }
+
+    #[test]
+    fn refusal_fails_queued_and_new_calls_until_accepted() {
+        let queue = Queue::new(2);
+        assert!(reserve(&queue).is_ready());
+        let (_, mut queued) = queue.push(request("a")).unwrap();
+
+        assert_eq!(
+            queue.refuse(tonic::Status::permission_denied("not yours")),
+            1
+        );
+        let refused = queued.try_recv().unwrap().unwrap_err();
+        assert!(
+            matches!(&refused, Error::Refused(status) if status.message() == "not yours"),
+            "{refused:?}"
+        );
+        assert_eq!(queue.queued(), 0);
+        assert!(reserve(&queue).is_ready(), "refused calls free their slots");
+        assert!(matches!(queue.push(request("b")), Err(Error::Refused(_))));
+
+        queue.accepted();
+        assert!(reserve(&queue).is_ready());
+        assert!(queue.push(request("c")).is_ok());
     }
 
     #[test]

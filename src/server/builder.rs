@@ -10,6 +10,9 @@ use tonic_health::server::HealthReporter;
 use super::batch::{BoxBatch, Rules};
 use super::counters::Counters;
 use super::handler::{ProcessorHandler, Shared};
+#[cfg(feature = "tls")]
+use super::identity::CertificateIdentity;
+use super::identity::IdentityChecks;
 use super::lifecycle::Lifecycle;
 use super::pull::{PullLoop, PullLoopHandle};
 use super::registry::Registry;
@@ -67,6 +70,7 @@ pub struct Builder<A> {
     adaptive_pulling: bool,
     leadership: Option<watch::Receiver<bool>>,
     health: Option<HealthReporter>,
+    identity: IdentityChecks,
 }
 
 impl<A> Builder<A> {
@@ -84,6 +88,7 @@ impl<A> Builder<A> {
             adaptive_pulling: false,
             leadership: None,
             health: None,
+            identity: IdentityChecks::default(),
         }
     }
 
@@ -221,6 +226,21 @@ impl<A> Builder<A> {
         self
     }
 
+    /// Requires every stream to register with a client id that its client certificate names
+    /// (mutual TLS): a stream without a client certificate is refused with `Unauthenticated`,
+    /// one whose certificate does not name its id with `PermissionDenied`, before the client is
+    /// registered. See [`CertificateIdentity`] for how ids are found in certificates.
+    ///
+    /// The server must require client certificates, with a client CA in its
+    /// [`ServerTls`](crate::tls::ServerTls); otherwise every stream is refused.
+    ///
+    /// Default: off; the client id is taken as sent.
+    #[cfg(feature = "tls")]
+    pub fn certificate_identity(mut self, identity: CertificateIdentity) -> Self {
+        self.identity.certificate = Some(identity);
+        self
+    }
+
     /// Builds the handler and spawns its pull loop on the current tokio runtime.
     ///
     /// # Panics
@@ -252,6 +272,7 @@ impl<A> Builder<A> {
                 max_batches_per_client: self.max_batches_per_client,
             },
             max_clients: self.max_clients,
+            identity: self.identity,
             outbound_capacity: self.outbound_capacity,
             adaptive_pulling: self.adaptive_pulling,
             counters,
@@ -273,6 +294,7 @@ impl<A> fmt::Debug for Builder<A> {
             .field("adaptive_pulling", &self.adaptive_pulling)
             .field("leadership", &self.leadership.is_some())
             .field("health", &self.health.is_some())
+            .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }

@@ -14,6 +14,7 @@ use tower::{BoxError, Service};
 use super::batch::{BoxBatch, Rules};
 use super::builder::Builder;
 use super::counters::Counters;
+use super::identity::{Credentials, IdentityChecks};
 use super::lifecycle::Lifecycle;
 use super::pull::PullLoopHandle;
 use super::registry::{Full, Registry};
@@ -58,6 +59,8 @@ pub(crate) struct Shared<A> {
     pub(crate) registry: Arc<Registry>,
     pub(crate) rules: Rules,
     pub(crate) max_clients: usize,
+    /// What a registration must prove about its client id.
+    pub(crate) identity: IdentityChecks,
     pub(crate) outbound_capacity: usize,
     /// Pull a client again right after answering its batch.
     pub(crate) adaptive_pulling: bool,
@@ -247,13 +250,16 @@ where
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` when the registration has an empty client id; `ResourceExhausted`
-    /// when the most clients are connected; `Unavailable` during shutdown; the inbound stream's
-    /// error when it fails before registering.
+    /// `InvalidArgument` when the registration has an empty client id; `Unauthenticated` when
+    /// a required client certificate is missing; `PermissionDenied` when the client's
+    /// certificate or token does not permit its id; `ResourceExhausted` when the most clients
+    /// are connected; `Unavailable` during shutdown; the inbound stream's error when it fails
+    /// before registering.
     async fn stream_batches(
         &self,
         request: Request<Streaming<ProcessorMessage>>,
     ) -> Result<Response<OutboundStream>, Status> {
+        let credentials = Credentials::of(&request);
         let mut inbound = request.into_inner();
         let Some(client_id) = read_registration(&mut inbound).await? else {
             // The client left before registering: end its stream with nothing in it.
@@ -263,6 +269,16 @@ where
         if !shared.lifecycle.is_running() {
             tracing::info!(%client_id, "registration refused during shutdown");
             return Err(Status::unavailable(SHUTTING_DOWN));
+        }
+        // Before registering: a client refused here never takes another's place or answers.
+        if let Err(status) = shared.identity.check(&credentials, &client_id) {
+            tracing::warn!(
+                %client_id,
+                code = ?status.code(),
+                reason = status.message(),
+                "registration refused"
+            );
+            return Err(status);
         }
 
         let (outbound, receiver) = mpsc::channel(shared.outbound_capacity);

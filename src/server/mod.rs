@@ -18,6 +18,12 @@
 //!   [`record::RecordLayer`] counts outcomes and latency.
 //! - The first message of a stream registers its client id. A later registration with the same
 //!   id replaces the earlier stream, which then ends with `AlreadyExists`.
+//! - Client identity: a registration is checked before the client is registered. With mutual
+//!   TLS, [`Builder::certificate_identity`] requires the id to be named by the client's
+//!   certificate; [`BearerTokenLayer`] authenticates requests by bearer token and limits the ids
+//!   each token may register as ([`ClientIds`]). Refusals are `Unauthenticated` (no or unknown
+//!   credentials) and `PermissionDenied` (an id the credentials do not permit). Serve with TLS
+//!   through [`recommended_tls_server`].
 //! - While the leadership signal is `true`, a pull loop sends every registered client a pull
 //!   every pull interval, and the optional health reporter says [`HEALTH_SERVICE_NAME`] is
 //!   `SERVING`. When it turns `false`, each stream ends with `Unavailable` once its batches in
@@ -94,11 +100,13 @@ mod batch;
 mod builder;
 mod counters;
 mod handler;
+mod identity;
 mod lifecycle;
 mod pull;
 pub mod record;
 mod registry;
 mod stream;
+mod token;
 mod transport;
 mod unary;
 
@@ -108,6 +116,12 @@ mod tests;
 pub use crate::HEALTH_SERVICE_NAME;
 pub use builder::Builder;
 pub use handler::{OutboundStream, ProcessorHandler};
+#[cfg(feature = "tls")]
+pub use identity::CertificateIdentity;
+pub use identity::ClientIds;
+pub use token::{BearerToken, BearerTokenLayer, BearerTokens};
+#[cfg(feature = "tls")]
+pub use transport::recommended_tls_server;
 pub use transport::{
     KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MIN_CLIENT_PING_INTERVAL, incoming, recommended_server,
 };

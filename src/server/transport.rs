@@ -36,6 +36,39 @@ pub fn recommended_server() -> Server {
         .tcp_nodelay(true)
 }
 
+/// [`recommended_server`] with TLS: the server presents the certificate of `tls` and, when
+/// `tls` has a client CA, accepts only clients with a certificate signed by it (mutual TLS).
+///
+/// Connections accepted by `serve_with_incoming` (such as those of [`incoming`]) get TLS too.
+/// To bind client ids to client certificates, see
+/// [`Builder::certificate_identity`](super::Builder::certificate_identity).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use agones_processor::server::recommended_tls_server;
+/// use agones_processor::tls::ServerTls;
+///
+/// let tls = ServerTls::from_pem_files("processor.pem", "processor.key")?
+///     .client_ca_file("clients-ca.pem")?;
+/// # let service = tonic_health::server::health_reporter().1;
+/// recommended_tls_server(&tls)?
+///     .add_service(service)
+///     .serve("0.0.0.0:9090".parse()?)
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// rustls refuses the configuration, for example a key that does not match its certificate.
+#[cfg(feature = "tls")]
+pub fn recommended_tls_server(
+    tls: &crate::tls::ServerTls,
+) -> Result<Server, tonic::transport::Error> {
+    recommended_server().tls_config(tls.to_config())
+}
+
 /// The connections accepted on `listener`, with `TCP_NODELAY` set, for
 /// `Server::serve_with_incoming`.
 ///
