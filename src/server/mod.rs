@@ -17,7 +17,11 @@
 //!   ([`ProcessorHandler::batch_builder`]). Wrap it in any `tower::ServiceBuilder` layers;
 //!   [`record::RecordLayer`] counts outcomes and latency.
 //! - The first message of a stream registers its client id. A later registration with the same
-//!   id replaces the earlier stream, which then ends with `AlreadyExists`.
+//!   id replaces the earlier stream, which then ends with `AlreadyExists`. A stream that does
+//!   not register within [`Builder::registration_timeout`] ends with `DeadlineExceeded`.
+//! - A batch whose client id is not the one its stream registered has every request answered
+//!   `InvalidArgument` without reaching the allocator; so has a request wrapper without a
+//!   request.
 //! - While the leadership signal is `true`, a pull loop sends every registered client a pull
 //!   every pull interval, and the optional health reporter says [`HEALTH_SERVICE_NAME`] is
 //!   `SERVING`. When it turns `false`, each stream ends with `Unavailable` once its batches in
@@ -82,7 +86,6 @@
 //! - There is no leader election; the user drives the leadership signal. Without one, every
 //!   replica pulls.
 //! - Adaptive pulling ([`Builder::adaptive_pulling`]) has not been benchmarked yet.
-//! - A stream that never sends its registration keeps its RPC open until the client leaves.
 //! - A batch that a client sends during shutdown without having been pulled may be cut off when
 //!   the streams end.
 //! - Upstream's idle-connection limit and minimum client ping interval have no tonic
