@@ -9,9 +9,12 @@ use tower::ServiceBuilder;
 use super::{
     Batch, Driver, ProcessorClient,
     driver::{DriverConfig, ShutdownSignal},
-    queue::Queue,
+    queue::{MessageLimit, Queue},
     service::Inner,
 };
+
+/// gRPC's usual receive limit, tonic's and Go's default, and the processor's.
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
 /// Configures and builds a [`ProcessorClient`] and its [`Driver`].
 ///
@@ -44,6 +47,7 @@ pub struct Builder {
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     buffer_size: usize,
+    max_message_size: usize,
     load_shed: bool,
     shutdown: Option<ShutdownSignal>,
 }
@@ -61,6 +65,7 @@ impl fmt::Debug for Builder {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("buffer_size", &self.buffer_size)
+            .field("max_message_size", &self.max_message_size)
             .field("load_shed", &self.load_shed)
             .field("shutdown_signal", &self.shutdown.is_some())
             .finish()
@@ -80,6 +85,7 @@ impl Builder {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             buffer_size: 1024,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             load_shed: false,
             shutdown: None,
         }
@@ -170,6 +176,27 @@ impl Builder {
         self
     }
 
+    /// The largest message, encoded, sent to or accepted from the processor.
+    ///
+    /// Batches are cut so that each message stays within it: a pull then takes fewer than
+    /// `max_batch_size` requests if they would not fit, and the rest go with the next pull. A
+    /// request that would not fit even alone fails at once with
+    /// [`Error::TooLarge`](super::Error::TooLarge) and is never sent. A message from the
+    /// processor larger than this ends the stream with `ResourceExhausted`, as a broken stream
+    /// does: requests in flight fail with [`Error::OutcomeUnknown`](super::Error::OutcomeUnknown)
+    /// and the client reconnects.
+    ///
+    /// Set it to the processor's own limit. Default: 4 MiB, gRPC's usual limit and the
+    /// processor's default.
+    ///
+    /// # Panics
+    ///
+    /// `build` panics if it is 0.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
     /// Whether a call finding the client full fails at once with
     /// [`Error::Overloaded`](super::Error::Overloaded) (`ResourceExhausted`) instead of
     /// waiting for room. With load shedding the client is always ready.
@@ -201,9 +228,11 @@ impl Builder {
     ///
     /// # Panics
     ///
-    /// `max_batch_size` or `buffer_size` is 0, or there is no tokio runtime.
+    /// `max_batch_size`, `buffer_size` or `max_message_size` is 0, or there is no tokio
+    /// runtime.
     pub fn build(self) -> Result<(ProcessorClient, Driver), tonic::transport::Error> {
         assert!(self.buffer_size > 0, "buffer_size must be at least 1");
+        assert!(self.max_message_size > 0, "max_message_size must be at least 1");
         let endpoint = Endpoint::from_shared(self.processor_address)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -217,7 +246,8 @@ impl Builder {
             self.client_id
         };
 
-        let queue = Queue::new(self.max_batch_size);
+        let limit = MessageLimit::new(&client_id, self.max_message_size);
+        let queue = Queue::with_limit(self.max_batch_size, limit);
         let counters = Arc::default();
         let (drop_guard, dropped) = oneshot::channel();
 
@@ -234,6 +264,7 @@ impl Builder {
             client_id: client_id.clone(),
             endpoint,
             max_batch_size: self.max_batch_size,
+            max_message_size: self.max_message_size,
             reconnect_interval: self.reconnect_interval,
             max_reconnect_interval: self.max_reconnect_interval,
             idle_timeout: self.idle_timeout,

@@ -55,6 +55,8 @@ pub(crate) struct DriverConfig {
     pub(crate) client_id: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) max_batch_size: usize,
+    /// The decode limit of messages from the processor.
+    pub(crate) max_message_size: usize,
     pub(crate) reconnect_interval: Duration,
     pub(crate) max_reconnect_interval: Duration,
     pub(crate) idle_timeout: Duration,
@@ -112,6 +114,7 @@ async fn run(config: DriverConfig) {
     let mut session = Session {
         client_id: config.client_id,
         max_batch_size: config.max_batch_size,
+        max_message_size: config.max_message_size,
         queue: config.queue,
         counters: config.counters,
         next_batch_id: 0,
@@ -181,6 +184,7 @@ async fn run(config: DriverConfig) {
 struct Session {
     client_id: String,
     max_batch_size: usize,
+    max_message_size: usize,
     queue: Queue,
     counters: Arc<Counters>,
     next_batch_id: u64,
@@ -203,6 +207,7 @@ impl Session {
             .try_send(self.message(None))
             .expect("a new channel has room");
         let mut inbound = ProcessorClient::new(channel)
+            .max_decoding_message_size(self.max_message_size)
             .stream_batches(ReceiverStream::new(receiver))
             .await?
             .into_inner();

@@ -23,6 +23,15 @@ pub enum Error {
     /// The processor answered the request with an error: the allocator's code and message,
     /// for example `ResourceExhausted` when no game server matched.
     Allocation(tonic::Status),
+    /// The request is too large to be sent: a batch holding only this request would encode
+    /// to `size` bytes, more than the client's `max_message_size` of `limit` bytes. It was
+    /// never sent. Maps to `InvalidArgument`.
+    TooLarge {
+        /// The bytes the request needs in a batch message.
+        size: usize,
+        /// The client's message size limit.
+        limit: usize,
+    },
 }
 
 impl Error {
@@ -32,6 +41,7 @@ impl Error {
             Self::Timeout(_) => Code::DeadlineExceeded,
             Self::OutcomeUnknown | Self::Closed => Code::Unavailable,
             Self::Overloaded => Code::ResourceExhausted,
+            Self::TooLarge { .. } => Code::InvalidArgument,
             Self::Allocation(status) => status.code(),
         }
     }
@@ -47,6 +57,10 @@ impl fmt::Display for Error {
             Self::Overloaded => f.write_str("processor client overloaded"),
             Self::Closed => f.write_str("processor client closed"),
             Self::Allocation(status) => write!(f, "allocation failed: {}", status.message()),
+            Self::TooLarge { size, limit } => write!(
+                f,
+                "request too large: a batch message with it takes {size} bytes, the limit is {limit}"
+            ),
         }
     }
 }
@@ -77,6 +91,14 @@ mod tests {
             (Error::OutcomeUnknown, Code::Unavailable, "outcome unknown"),
             (Error::Closed, Code::Unavailable, "closed"),
             (Error::Overloaded, Code::ResourceExhausted, "overloaded"),
+            (
+                Error::TooLarge {
+                    size: 5_000_000,
+                    limit: 4_194_304,
+                },
+                Code::InvalidArgument,
+                "5000000 bytes, the limit is 4194304",
+            ),
             (
                 Error::Allocation(tonic::Status::resource_exhausted("no game server matched")),
                 Code::ResourceExhausted,
