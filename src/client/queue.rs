@@ -61,6 +61,13 @@ fn entry_len(wrapper_len: usize) -> usize {
     1 + encoded_len_varint(wrapper_len as u64) + wrapper_len
 }
 
+/// The request id written as `request_id`, only if the client writes it so: `01` and `+1`
+/// are not the id `1`, since ids are matched as the strings sent.
+fn parse_id(request_id: &str) -> Option<u64> {
+    let id = request_id.parse::<u64>().ok()?;
+    (id.to_string() == request_id).then_some(id)
+}
+
 /// A request waiting for a pull.
 #[derive(Debug)]
 struct Queued {
@@ -238,7 +245,7 @@ impl Queue {
     pub(crate) fn requeue(&self, batch: Vec<RequestWrapper>) {
         let mut state = self.lock();
         for wrapper in batch.into_iter().rev() {
-            let Ok(id) = wrapper.request_id.parse() else {
+            let Some(id) = parse_id(&wrapper.request_id) else {
                 continue;
             };
             let Some(answer) = state.in_flight.remove(&id) else {
@@ -260,7 +267,7 @@ impl Queue {
     /// Returns `false` when no call waits for that id: it was never sent, was already
     /// answered, or its caller gave up.
     pub(crate) fn answer(&self, request_id: &str, answer: Answer) -> bool {
-        let Ok(id) = request_id.parse::<u64>() else {
+        let Some(id) = parse_id(request_id) else {
             return false;
         };
         let Some(sender) = self.lock().in_flight.remove(&id) else {
@@ -406,6 +413,25 @@ mod tests {
             "a duplicate is dropped"
         );
         assert!(!queue.answer("not-a-number", Ok(AllocationResponse::default())));
+        assert!(receiver.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn answers_match_the_id_as_sent_not_its_number() {
+        let queue = Queue::new(1);
+        assert!(reserve(&queue).is_ready());
+        let (_, mut receiver) = queue.push(request("a")).unwrap();
+        let batch = queue.take_batch(1);
+        let id = &batch[0].request_id;
+
+        for other in [format!("0{id}"), format!("+{id}"), format!("{id} ")] {
+            assert!(
+                !queue.answer(&other, Ok(AllocationResponse::default())),
+                "{other:?} is not {id:?}"
+            );
+        }
+        assert!(receiver.try_recv().is_err(), "still waiting for its own answer");
+        assert!(queue.answer(id, Ok(AllocationResponse::default())));
         assert!(receiver.try_recv().unwrap().is_ok());
     }
 
