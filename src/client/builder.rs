@@ -182,7 +182,7 @@ impl Builder {
     /// `max_batch_size` requests if they would not fit, and the rest go with the next pull. A
     /// request that would not fit even alone fails at once with
     /// [`Error::TooLarge`](super::Error::TooLarge) and is never sent. A message from the
-    /// processor larger than this ends the stream with `ResourceExhausted`, as a broken stream
+    /// processor larger than this ends the stream with `OutOfRange`, as a broken stream
     /// does: requests in flight fail with [`Error::OutcomeUnknown`](super::Error::OutcomeUnknown)
     /// and the client reconnects.
     ///
@@ -232,7 +232,10 @@ impl Builder {
     /// runtime.
     pub fn build(self) -> Result<(ProcessorClient, Driver), tonic::transport::Error> {
         assert!(self.buffer_size > 0, "buffer_size must be at least 1");
-        assert!(self.max_message_size > 0, "max_message_size must be at least 1");
+        assert!(
+            self.max_message_size > 0,
+            "max_message_size must be at least 1"
+        );
         let endpoint = Endpoint::from_shared(self.processor_address)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)

@@ -173,7 +173,8 @@ impl Queue {
         }
         let id = state.next_id;
         // Measured with the id it will be sent with, as in `RequestWrapper`.
-        let wrapper_len = string::encoded_len(1, &id.to_string()) + message::encoded_len(2, &request);
+        let wrapper_len =
+            string::encoded_len(1, &id.to_string()) + message::encoded_len(2, &request);
         let entry_len = entry_len(wrapper_len);
         let size = self.limit.overhead.saturating_add(entry_len);
         if size > self.limit.limit {
@@ -430,7 +431,10 @@ mod tests {
                 "{other:?} is not {id:?}"
             );
         }
-        assert!(receiver.try_recv().is_err(), "still waiting for its own answer");
+        assert!(
+            receiver.try_recv().is_err(),
+            "still waiting for its own answer"
+        );
         assert!(queue.answer(id, Ok(AllocationResponse::default())));
         assert!(receiver.try_recv().unwrap().is_ok());
     }
@@ -481,7 +485,10 @@ mod tests {
             matches!(error, Error::TooLarge { size, limit: 1_000 } if size > 1_000),
             "{error:?}"
         );
-        assert!(reserve(&queue).is_ready(), "the refused request left no trace");
+        assert!(
+            reserve(&queue).is_ready(),
+            "the refused request left no trace"
+        );
         let (_, _receiver) = queue.push(sized(10)).unwrap();
         assert_eq!(queue.take_batch(4).len(), 1);
     }
@@ -519,10 +526,18 @@ mod tests {
                         requests: batch,
                     })),
                 };
-                assert!(message.encoded_len() <= limit, "{} > {limit}", message.encoded_len());
+                assert!(
+                    message.encoded_len() <= limit,
+                    "{} > {limit}",
+                    message.encoded_len()
+                );
                 batch_id -= 1;
             }
-            assert_eq!(sent.len(), receivers.len(), "every accepted request is sent");
+            assert_eq!(
+                sent.len(),
+                receivers.len(),
+                "every accepted request is sent"
+            );
             assert!(sent.is_sorted(), "oldest first");
         }
     }

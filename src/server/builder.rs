@@ -212,7 +212,7 @@ impl<A> Builder<A> {
     }
 
     /// The largest message, encoded, that a client may send; a larger one ends its stream with
-    /// `ResourceExhausted`. A batch of `max_batch_size` requests must fit: set the clients'
+    /// `OutOfRange` (tonic's code for it). A batch of `max_batch_size` requests must fit: set the clients'
     /// `max_message_size` to the same value, so that they split their batches below it.
     ///
     /// Applies to the server made by [`ProcessorHandler::into_server`] and

@@ -117,7 +117,7 @@ impl<A> ProcessorHandler<A> {
     /// The handler as a tonic service, ready for `tonic::transport::Server::add_service`.
     ///
     /// Inbound messages larger than [`Builder::max_message_size`] end their stream with
-    /// `ResourceExhausted`.
+    /// `OutOfRange`.
     pub fn into_server(self) -> ProcessorServer<Self>
     where
         Self: Processor,
@@ -279,11 +279,7 @@ where
         let shared = &self.shared;
         let registration = {
             let _awaiting = shared.counters.awaiting_registration();
-            tokio::time::timeout(
-                shared.registration_timeout,
-                read_registration(&mut inbound),
-            )
-            .await
+            tokio::time::timeout(shared.registration_timeout, read_registration(&mut inbound)).await
         };
         let Ok(registration) = registration else {
             tracing::info!(

@@ -401,7 +401,11 @@ async fn batch_with_another_client_id_is_refused_and_the_stream_goes_on() {
             ))
         );
     }
-    assert_eq!(handler.batches_received(), 0, "nothing reached the allocator");
+    assert_eq!(
+        handler.batches_received(),
+        0,
+        "nothing reached the allocator"
+    );
 
     // Both streams go on: the liar's next honest batch and the victim's own are answered.
     liar.send(batch("liar", "honest", &["x"])).await;
@@ -410,7 +414,10 @@ async fn batch_with_another_client_id_is_refused_and_the_stream_goes_on() {
     assert_eq!(game_server(&honest.responses[0].result), Some("gs-x"));
     victim.send(batch("victim", "own", &["z"])).await;
     let (_, own) = victim.next_batch_response().await;
-    assert_eq!(own.batch_id, "own", "the forged batch never reached the victim");
+    assert_eq!(
+        own.batch_id, "own",
+        "the forged batch never reached the victim"
+    );
 }
 
 #[tokio::test]
