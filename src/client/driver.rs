@@ -20,7 +20,11 @@ use tonic_health::pb::{
 };
 use tracing::Instrument;
 
-use super::{Error, backoff::Backoff, queue::Queue};
+use super::{
+    Batch, Error,
+    backoff::Backoff,
+    queue::{MessageLimit, Queue},
+};
 use crate::{
     HEALTH_SERVICE_NAME,
     proto::{
@@ -309,6 +313,94 @@ impl Session {
             client_id: self.client_id.clone(),
             payload,
         }
+    }
+}
+
+/// The client's handling of one established processor stream, without a network.
+///
+/// It runs the driver's own code for what a processor sends: a pull takes a batch from the
+/// queue and sends it, a batch response ends the calls it answers, anything else is ignored.
+/// Calls are made through the [`Batch`] service it comes with; [`end_stream`] and [`close`] do
+/// to them what a broken stream and a shutdown do. It exists for fuzz targets and property
+/// tests that drive the client with arbitrary message sequences, and is not part of the
+/// supported API.
+///
+/// [`end_stream`]: Self::end_stream
+/// [`close`]: Self::close
+#[doc(hidden)]
+pub struct StreamHarness {
+    session: Session,
+    outbound: mpsc::Sender<ProcessorMessage>,
+    sent: mpsc::Receiver<ProcessorMessage>,
+}
+
+impl fmt::Debug for StreamHarness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamHarness")
+            .field("client_id", &self.session.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamHarness {
+    /// A client registered as `client_id` on a fresh stream, with the batching service its
+    /// calls go through.
+    ///
+    /// # Panics
+    ///
+    /// If `max_batch_size` is 0.
+    pub fn new(client_id: &str, max_batch_size: usize, max_message_size: usize) -> (Self, Batch) {
+        let queue = Queue::with_limit(
+            max_batch_size,
+            MessageLimit::new(client_id, max_message_size),
+        );
+        let (outbound, sent) = mpsc::channel(OUTBOUND_CAPACITY);
+        let session = Session {
+            client_id: client_id.to_owned(),
+            max_batch_size,
+            max_message_size,
+            queue: queue.clone(),
+            counters: Arc::default(),
+            next_batch_id: 0,
+            connected: true,
+            idle_timeout: Duration::MAX,
+        };
+        let harness = Self {
+            session,
+            outbound,
+            sent,
+        };
+        (harness, Batch::new(queue))
+    }
+
+    /// Handles `message` as if it arrived on the stream; returns what the client sent in
+    /// answer (a batch, or nothing).
+    pub fn receive(&mut self, message: ProcessorMessage) -> Vec<ProcessorMessage> {
+        use futures_util::FutureExt as _;
+
+        // The client sends at most one message per message received, and what it sent is taken
+        // below before the next one, so the outbound queue always has room.
+        self.session
+            .handle(message, &self.outbound)
+            .now_or_never()
+            .expect("handling a message never waits for the outbound queue");
+        let mut sent = Vec::new();
+        while let Ok(message) = self.sent.try_recv() {
+            sent.push(message);
+        }
+        sent
+    }
+
+    /// Ends the stream as a break does, then opens the next one: requests in flight fail with
+    /// [`Error::OutcomeUnknown`], queued ones wait for the next pull. Returns how many failed.
+    pub fn end_stream(&mut self) -> usize {
+        self.session.queue.fail_in_flight()
+    }
+
+    /// Shuts the client down as the driver does: every queued and in-flight call fails with
+    /// [`Error::Closed`], and later calls too.
+    pub fn close(&mut self) {
+        self.session.queue.close();
     }
 }
 

@@ -24,5 +24,7 @@ mod service;
 pub use batch::{Batch, ResponseFuture as BatchFuture};
 pub use builder::Builder;
 pub use driver::Driver;
+#[doc(hidden)]
+pub use driver::StreamHarness;
 pub use error::Error;
 pub use service::{ClientStats, ProcessorClient, ResponseFuture};
