@@ -9,9 +9,10 @@
 //! [`ProcessorClient`] is the stack users call; [`Batch`] is the batching service inside it;
 //! the [`Driver`] is the background task that owns the gRPC stream. Every call ends exactly
 //! once: with the processor's answer, with [`Error::Timeout`] at the allocation timeout, with
-//! [`Error::OutcomeUnknown`] as soon as the stream carrying it breaks, or with
-//! [`Error::Closed`] when the client shuts down. Requests not yet sent when a stream breaks
-//! wait for the next one.
+//! [`Error::OutcomeUnknown`] as soon as the stream carrying it breaks, with
+//! [`Error::Closed`] when the client shuts down, or at once with [`Error::TooLarge`] when its
+//! request cannot fit in a message. Requests not yet sent when a stream breaks wait for the
+//! next one.
 
 mod backoff;
 mod batch;
