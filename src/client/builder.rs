@@ -13,9 +13,12 @@ use crate::tls::ClientTls;
 use super::{
     Batch, BuildError, Driver, ProcessorClient,
     driver::{DriverConfig, ShutdownSignal},
-    queue::Queue,
+    queue::{MessageLimit, Queue},
     service::Inner,
 };
+
+/// gRPC's usual receive limit, tonic's and Go's default, and the processor's.
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
 /// Configures and builds a [`ProcessorClient`] and its [`Driver`].
 ///
@@ -48,6 +51,7 @@ pub struct Builder {
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     buffer_size: usize,
+    max_message_size: usize,
     load_shed: bool,
     shutdown: Option<ShutdownSignal>,
     #[cfg(feature = "tls")]
@@ -68,6 +72,7 @@ impl fmt::Debug for Builder {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("buffer_size", &self.buffer_size)
+            .field("max_message_size", &self.max_message_size)
             .field("load_shed", &self.load_shed)
             .field("shutdown_signal", &self.shutdown.is_some());
         #[cfg(feature = "tls")]
@@ -91,6 +96,7 @@ impl Builder {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             buffer_size: 1024,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             load_shed: false,
             shutdown: None,
             #[cfg(feature = "tls")]
@@ -184,6 +190,27 @@ impl Builder {
         self
     }
 
+    /// The largest message, encoded, sent to or accepted from the processor.
+    ///
+    /// Batches are cut so that each message stays within it: a pull then takes fewer than
+    /// `max_batch_size` requests if they would not fit, and the rest go with the next pull. A
+    /// request that would not fit even alone fails at once with
+    /// [`Error::TooLarge`](super::Error::TooLarge) and is never sent. A message from the
+    /// processor larger than this ends the stream with `OutOfRange`, as a broken stream
+    /// does: requests in flight fail with [`Error::OutcomeUnknown`](super::Error::OutcomeUnknown)
+    /// and the client reconnects.
+    ///
+    /// Set it to the processor's own limit. Default: 4 MiB, gRPC's usual limit and the
+    /// processor's default.
+    ///
+    /// # Panics
+    ///
+    /// `build` panics if it is 0.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
     /// Whether a call finding the client full fails at once with
     /// [`Error::Overloaded`](super::Error::Overloaded) (`ResourceExhausted`) instead of
     /// waiting for room. With load shedding the client is always ready.
@@ -247,9 +274,14 @@ impl Builder {
     ///
     /// # Panics
     ///
-    /// `max_batch_size` or `buffer_size` is 0, or there is no tokio runtime.
+    /// `max_batch_size`, `buffer_size` or `max_message_size` is 0, or there is no tokio
+    /// runtime.
     pub fn build(self) -> Result<(ProcessorClient, Driver), BuildError> {
         assert!(self.buffer_size > 0, "buffer_size must be at least 1");
+        assert!(
+            self.max_message_size > 0,
+            "max_message_size must be at least 1"
+        );
         let address = self.processor_address;
         let endpoint =
             Endpoint::from_shared(address.clone()).map_err(BuildError::InvalidAddress)?;
@@ -296,7 +328,8 @@ impl Builder {
             self.client_id
         };
 
-        let queue = Queue::new(self.max_batch_size);
+        let limit = MessageLimit::new(&client_id, self.max_message_size);
+        let queue = Queue::with_limit(self.max_batch_size, limit);
         let counters = Arc::default();
         let (drop_guard, dropped) = oneshot::channel();
 
@@ -313,6 +346,7 @@ impl Builder {
             client_id: client_id.clone(),
             endpoint,
             max_batch_size: self.max_batch_size,
+            max_message_size: self.max_message_size,
             reconnect_interval: self.reconnect_interval,
             max_reconnect_interval: self.max_reconnect_interval,
             idle_timeout: self.idle_timeout,

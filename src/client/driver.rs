@@ -22,7 +22,11 @@ use tonic_health::pb::{
 };
 use tracing::Instrument as _;
 
-use super::{Error, backoff::Backoff, queue::Queue};
+use super::{
+    Batch, Error,
+    backoff::Backoff,
+    queue::{MessageLimit, Queue},
+};
 use crate::{
     HEALTH_SERVICE_NAME,
     proto::{
@@ -58,6 +62,8 @@ pub(crate) struct DriverConfig {
     pub(crate) client_id: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) max_batch_size: usize,
+    /// The decode limit of messages from the processor.
+    pub(crate) max_message_size: usize,
     pub(crate) reconnect_interval: Duration,
     pub(crate) max_reconnect_interval: Duration,
     pub(crate) idle_timeout: Duration,
@@ -117,6 +123,7 @@ async fn run(config: DriverConfig) {
     let mut session = Session {
         client_id: config.client_id,
         max_batch_size: config.max_batch_size,
+        max_message_size: config.max_message_size,
         queue: config.queue,
         counters: config.counters,
         next_batch_id: 0,
@@ -204,6 +211,7 @@ async fn run(config: DriverConfig) {
 struct Session {
     client_id: String,
     max_batch_size: usize,
+    max_message_size: usize,
     queue: Queue,
     counters: Arc<Counters>,
     next_batch_id: u64,
@@ -234,6 +242,7 @@ impl Session {
             .try_send(self.message(None))
             .expect("a new channel has room");
         let mut inbound = ProcessorClient::new(channel)
+            .max_decoding_message_size(self.max_message_size)
             .stream_batches(self.request(ReceiverStream::new(receiver)))
             .await?
             .into_inner();
@@ -429,6 +438,90 @@ fn certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<Stri
         next = error.source();
     }
     None
+}
+
+/// The client's handling of one established processor stream, without a network.
+///
+/// It runs the driver's own code for what a processor sends: a pull takes a batch from the
+/// queue and sends it, a batch response ends the calls it answers, anything else is ignored.
+/// Calls are made through the [`Batch`] service it comes with; [`end_stream`] and [`close`] do
+/// to them what a broken stream and a shutdown do. It exists for fuzz targets and property
+/// tests that drive the client with arbitrary message sequences, and is not part of the
+/// supported API.
+///
+/// [`end_stream`]: Self::end_stream
+/// [`close`]: Self::close
+#[doc(hidden)]
+pub struct StreamHarness {
+    session: Session,
+    outbound: mpsc::Sender<ProcessorMessage>,
+    sent: mpsc::Receiver<ProcessorMessage>,
+}
+
+impl fmt::Debug for StreamHarness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamHarness")
+            .field("client_id", &self.session.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamHarness {
+    /// A client registered as `client_id` on a fresh stream, with the batching service its
+    /// calls go through.
+    ///
+    /// # Panics
+    ///
+    /// If `max_batch_size` is 0.
+    pub fn new(client_id: &str, max_batch_size: usize, max_message_size: usize) -> (Self, Batch) {
+        let queue = Queue::with_limit(
+            max_batch_size,
+            MessageLimit::new(client_id, max_message_size),
+        );
+        let (outbound, sent) = mpsc::channel(OUTBOUND_CAPACITY);
+        let session = Session {
+            client_id: client_id.to_owned(),
+            max_batch_size,
+            max_message_size,
+            queue: queue.clone(),
+            counters: Arc::default(),
+            next_batch_id: 0,
+            connected: true,
+            idle_timeout: Duration::MAX,
+            bearer_token: None,
+        };
+        let harness = Self {
+            session,
+            outbound,
+            sent,
+        };
+        (harness, Batch::new(queue))
+    }
+
+    /// Handles `message` as if it arrived on the stream; returns what the client sent in
+    /// answer (a batch, or nothing).
+    pub fn receive(&mut self, message: ProcessorMessage) -> Vec<ProcessorMessage> {
+        // The client sends at most one message per message received, and what it sent is taken
+        // below before the next one, so the outbound queue always has room.
+        self.session.handle(message, &self.outbound);
+        let mut sent = Vec::new();
+        while let Ok(message) = self.sent.try_recv() {
+            sent.push(message);
+        }
+        sent
+    }
+
+    /// Ends the stream as a break does, then opens the next one: requests in flight fail with
+    /// [`Error::OutcomeUnknown`], queued ones wait for the next pull. Returns how many failed.
+    pub fn end_stream(&mut self) -> usize {
+        self.session.queue.fail_in_flight()
+    }
+
+    /// Shuts the client down as the driver does: every queued and in-flight call fails with
+    /// [`Error::Closed`], and later calls too.
+    pub fn close(&mut self) {
+        self.session.queue.close();
+    }
 }
 
 /// Succeeds when the processor reports itself serving.

@@ -29,6 +29,15 @@ pub enum Error {
     ///
     /// Calls fail with it from the refusal until a later connection attempt is accepted.
     Refused(tonic::Status),
+    /// The request is too large to be sent: a batch holding only this request would encode
+    /// to `size` bytes, more than the client's `max_message_size` of `limit` bytes. It was
+    /// never sent. Maps to `InvalidArgument`.
+    TooLarge {
+        /// The bytes the request needs in a batch message.
+        size: usize,
+        /// The client's message size limit.
+        limit: usize,
+    },
 }
 
 impl Error {
@@ -39,6 +48,7 @@ impl Error {
             Self::OutcomeUnknown | Self::Closed => Code::Unavailable,
             Self::Overloaded => Code::ResourceExhausted,
             Self::Allocation(status) | Self::Refused(status) => status.code(),
+            Self::TooLarge { .. } => Code::InvalidArgument,
         }
     }
 }
@@ -56,6 +66,10 @@ impl fmt::Display for Error {
             Self::Refused(status) => {
                 write!(f, "processor refused this client: {}", status.message())
             }
+            Self::TooLarge { size, limit } => write!(
+                f,
+                "request too large: a batch message with it takes {size} bytes, the limit is {limit}"
+            ),
         }
     }
 }
@@ -136,6 +150,14 @@ mod tests {
             (Error::OutcomeUnknown, Code::Unavailable, "outcome unknown"),
             (Error::Closed, Code::Unavailable, "closed"),
             (Error::Overloaded, Code::ResourceExhausted, "overloaded"),
+            (
+                Error::TooLarge {
+                    size: 5_000_000,
+                    limit: 4_194_304,
+                },
+                Code::InvalidArgument,
+                "5000000 bytes, the limit is 4194304",
+            ),
             (
                 Error::Allocation(tonic::Status::resource_exhausted("no game server matched")),
                 Code::ResourceExhausted,

@@ -12,6 +12,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
+use prost::encoding::{encoded_len_varint, message, string};
 use tokio::sync::oneshot;
 
 use super::Error;
@@ -19,12 +20,62 @@ use crate::proto::{AllocationRequest, AllocationResponse, RequestWrapper};
 
 pub(crate) type Answer = Result<AllocationResponse, Error>;
 
+/// The longest batch id the driver sends: a `u64` in decimal.
+const MAX_BATCH_ID_LEN: usize = 20;
+
+/// The most bytes one batch message may take, encoded, and how many of them are not requests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MessageLimit {
+    limit: usize,
+    /// A bound on everything but the requests: the client id, the batch id and the field
+    /// headers.
+    overhead: usize,
+}
+
+impl MessageLimit {
+    /// The limit of batch messages of `client_id` to a processor that accepts messages of up
+    /// to `limit` bytes.
+    pub(crate) fn new(client_id: &str, limit: usize) -> Self {
+        let batch_id = "0".repeat(MAX_BATCH_ID_LEN);
+        // ProcessorMessage: client_id (1), batch_request (3) whose length is at most `limit`;
+        // BatchRequest: batch_id (1), then the requests.
+        let overhead = string::encoded_len(1, &client_id.to_owned())
+            + 1
+            + encoded_len_varint(limit as u64)
+            + string::encoded_len(1, &batch_id);
+        Self { limit, overhead }
+    }
+
+    /// No limit.
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
+        Self {
+            limit: usize::MAX,
+            overhead: 0,
+        }
+    }
+}
+
+/// What one request adds to a batch message: its `requests` entry, encoded.
+fn entry_len(wrapper_len: usize) -> usize {
+    1 + encoded_len_varint(wrapper_len as u64) + wrapper_len
+}
+
+/// The request id written as `request_id`, only if the client writes it so: `01` and `+1`
+/// are not the id `1`, since ids are matched as the strings sent.
+fn parse_id(request_id: &str) -> Option<u64> {
+    let id = request_id.parse::<u64>().ok()?;
+    (id.to_string() == request_id).then_some(id)
+}
+
 /// A request waiting for a pull.
 #[derive(Debug)]
 struct Queued {
     id: u64,
     request: AllocationRequest,
     answer: oneshot::Sender<Answer>,
+    /// Its entry in a batch message, in bytes.
+    entry_len: usize,
 }
 
 #[derive(Debug, Default)]
@@ -56,15 +107,25 @@ impl State {
 pub(crate) struct Queue {
     state: Arc<Mutex<State>>,
     capacity: usize,
+    limit: MessageLimit,
 }
 
 impl Queue {
-    /// A queue holding at most `capacity` requests that wait for a pull.
+    /// A queue holding at most `capacity` requests that wait for a pull, with no limit on the
+    /// size of a batch.
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize) -> Self {
+        Self::with_limit(capacity, MessageLimit::none())
+    }
+
+    /// A queue holding at most `capacity` requests that wait for a pull, whose batches encode
+    /// within `limit`: a request that cannot fit in a batch on its own is refused.
+    pub(crate) fn with_limit(capacity: usize, limit: MessageLimit) -> Self {
         assert!(capacity > 0, "the queue capacity must be at least 1");
         Self {
             state: Arc::default(),
             capacity,
+            limit,
         }
     }
 
@@ -100,6 +161,9 @@ impl Queue {
     }
 
     /// Queues a request in a reserved slot; returns its id and where its answer will arrive.
+    ///
+    /// A request too large to fit in a batch message on its own is refused with
+    /// [`Error::TooLarge`].
     pub(crate) fn push(
         &self,
         request: AllocationRequest,
@@ -113,12 +177,25 @@ impl Queue {
             return Err(Error::Refused(status.clone()));
         }
         let id = state.next_id;
+        // Measured with the id it will be sent with, as in `RequestWrapper`.
+        let wrapper_len =
+            string::encoded_len(1, &id.to_string()) + message::encoded_len(2, &request);
+        let entry_len = entry_len(wrapper_len);
+        let size = self.limit.overhead.saturating_add(entry_len);
+        if size > self.limit.limit {
+            state.wake_waiting();
+            return Err(Error::TooLarge {
+                size,
+                limit: self.limit.limit,
+            });
+        }
         state.next_id += 1;
         let (answer, receiver) = oneshot::channel();
         state.queued.push_back(Queued {
             id,
             request,
             answer,
+            entry_len,
         });
         Ok((id, receiver))
     }
@@ -137,11 +214,23 @@ impl Queue {
     }
 
     /// Takes up to `max` queued requests, oldest first, skipping those nobody waits for, and
-    /// marks them in flight.
+    /// marks them in flight. The batch stops before the first request that would take its
+    /// message beyond the limit; that request goes first in the next batch.
     pub(crate) fn take_batch(&self, max: usize) -> Vec<RequestWrapper> {
         let mut state = self.lock();
         let mut batch = Vec::with_capacity(max.min(state.queued.len()));
+        let mut size = self.limit.overhead;
         while batch.len() < max {
+            let Some(front) = state.queued.front() else {
+                break;
+            };
+            if !front.answer.is_closed() {
+                // Every queued request fits on its own, so a batch is never empty for this.
+                if size.saturating_add(front.entry_len) > self.limit.limit {
+                    break;
+                }
+                size += front.entry_len;
+            }
             let Some(queued) = state.queued.pop_front() else {
                 break;
             };
@@ -163,7 +252,7 @@ impl Queue {
     /// Returns `false` when no call waits for that id: it was never sent, was already
     /// answered, or its caller gave up.
     pub(crate) fn answer(&self, request_id: &str, answer: Answer) -> bool {
-        let Ok(id) = request_id.parse::<u64>() else {
+        let Some(id) = parse_id(request_id) else {
             return false;
         };
         let Some(sender) = self.lock().in_flight.remove(&id) else {
@@ -336,6 +425,28 @@ mod tests {
     }
 
     #[test]
+    fn answers_match_the_id_as_sent_not_its_number() {
+        let queue = Queue::new(1);
+        assert!(reserve(&queue).is_ready());
+        let (_, mut receiver) = queue.push(request("a")).unwrap();
+        let batch = queue.take_batch(1);
+        let id = &batch[0].request_id;
+
+        for other in [format!("0{id}"), format!("+{id}"), format!("{id} ")] {
+            assert!(
+                !queue.answer(&other, Ok(AllocationResponse::default())),
+                "{other:?} is not {id:?}"
+            );
+        }
+        assert!(
+            receiver.try_recv().is_err(),
+            "still waiting for its own answer"
+        );
+        assert!(queue.answer(id, Ok(AllocationResponse::default())));
+        assert!(receiver.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
     fn stream_end_fails_in_flight_but_keeps_queued() {
         let queue = Queue::new(2);
         assert!(reserve(&queue).is_ready());
@@ -351,6 +462,78 @@ mod tests {
             "the queued request still waits"
         );
         assert_eq!(queue.queued(), 1);
+    }
+
+    /// A request whose namespace is `len` bytes long.
+    fn sized(len: usize) -> AllocationRequest {
+        request(&"n".repeat(len))
+    }
+
+    #[test]
+    fn request_too_large_for_a_message_is_refused_alone() {
+        let limit = MessageLimit::new("client-1", 1_000);
+        let queue = Queue::with_limit(4, limit);
+        assert!(reserve(&queue).is_ready());
+        let error = queue.push(sized(1_000)).unwrap_err();
+        assert!(
+            matches!(error, Error::TooLarge { size, limit: 1_000 } if size > 1_000),
+            "{error:?}"
+        );
+        assert!(
+            reserve(&queue).is_ready(),
+            "the refused request left no trace"
+        );
+        let (_, _receiver) = queue.push(sized(10)).unwrap();
+        assert_eq!(queue.take_batch(4).len(), 1);
+    }
+
+    #[test]
+    fn batches_stop_before_the_message_limit_and_keep_the_order() {
+        use prost::Message as _;
+
+        use crate::proto::{BatchRequest, ProcessorMessage, processor_message::Payload};
+
+        let client_id = "allocator-7f3a";
+        for limit in [300, 1_000, 4_096] {
+            let queue = Queue::with_limit(64, MessageLimit::new(client_id, limit));
+            let mut receivers = Vec::new();
+            for len in (0..40).map(|i| (i * 37) % 200) {
+                assert!(reserve(&queue).is_ready());
+                match queue.push(sized(len)) {
+                    Ok((_, receiver)) => receivers.push(receiver),
+                    Err(Error::TooLarge { .. }) => {}
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+            let mut sent = Vec::new();
+            let mut batch_id = u64::MAX; // the longest id
+            loop {
+                let batch = queue.take_batch(64);
+                if batch.is_empty() {
+                    break;
+                }
+                sent.extend(batch.iter().map(|w| w.request_id.parse::<u64>().unwrap()));
+                let message = ProcessorMessage {
+                    client_id: client_id.into(),
+                    payload: Some(Payload::BatchRequest(BatchRequest {
+                        batch_id: batch_id.to_string(),
+                        requests: batch,
+                    })),
+                };
+                assert!(
+                    message.encoded_len() <= limit,
+                    "{} > {limit}",
+                    message.encoded_len()
+                );
+                batch_id -= 1;
+            }
+            assert_eq!(
+                sent.len(),
+                receivers.len(),
+                "every accepted request is sent"
+            );
+            assert!(sent.is_sorted(), "oldest first");
+        }
     }
 
     #[test]

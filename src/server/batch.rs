@@ -109,8 +109,9 @@ pub(crate) fn spawn(batch: BatchRequest, task: BatchTask) {
 
 /// One answer per request of `requests`, in their order.
 ///
-/// Requests beyond `max_batch_size`, with an empty id or with an id already seen in the batch
-/// are answered without reaching the allocator; the rest go to it as one batch.
+/// Requests beyond `max_batch_size`, with an empty id, with an id already seen in the batch or
+/// without a request are answered without reaching the allocator; the rest go to it as one
+/// batch.
 pub(crate) async fn answer_all(
     allocator: BoxBatch,
     requests: Vec<RequestWrapper>,
@@ -121,29 +122,36 @@ pub(crate) async fn answer_all(
     let mut accepted = Vec::new();
     let mut seen = HashSet::new();
     for (position, wrapper) in requests.into_iter().enumerate() {
-        let refusal = if position >= rules.max_batch_size {
-            Some(rpc_status(
+        let checked = if position >= rules.max_batch_size {
+            Err(rpc_status(
                 Code::ResourceExhausted,
                 format!("batch holds more than {} requests", rules.max_batch_size),
             ))
         } else if wrapper.request_id.is_empty() {
-            Some(rpc_status(Code::InvalidArgument, "request id is required"))
+            Err(rpc_status(Code::InvalidArgument, "request id is required"))
         } else if !seen.insert(wrapper.request_id.clone()) {
-            Some(rpc_status(
+            Err(rpc_status(
                 Code::InvalidArgument,
                 "duplicate request id in batch",
             ))
         } else {
-            None
+            // An absent request is not an empty one: an empty request is present with zero
+            // bytes and allocates from the default namespace. Absence means a sender that lost
+            // the request, and nothing must be allocated for it.
+            wrapper
+                .request
+                .ok_or_else(|| rpc_status(Code::InvalidArgument, "request is required"))
         };
-        if let Some(status) = &refusal {
-            tracing::debug!(request_id = %wrapper.request_id, %status.message, "request refused");
-        } else {
-            // A wrapper without a request means the default request, as protobuf decoding does
-            // for any absent message.
-            accepted.push((position, wrapper.request.unwrap_or_default()));
+        match checked {
+            Ok(request) => {
+                accepted.push((position, request));
+                answers.push(None);
+            }
+            Err(status) => {
+                tracing::debug!(request_id = %wrapper.request_id, %status.message, "request refused");
+                answers.push(Some(Answer::Error(status)));
+            }
         }
-        answers.push(refusal.map(Answer::Error));
         ids.push(wrapper.request_id);
     }
 
@@ -307,13 +315,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn missing_request_is_the_default_request() {
-        let requests = vec![RequestWrapper {
-            request_id: "r1".into(),
-            request: None,
-        }];
+    async fn missing_request_is_invalid_argument_and_an_empty_one_is_allocated() {
+        let requests = vec![
+            RequestWrapper {
+                request_id: "r1".into(),
+                request: None,
+            },
+            RequestWrapper {
+                request_id: "r2".into(),
+                request: Some(AllocationRequest::default()),
+            },
+        ];
         let responses = answer_all(echo(), requests, &rules(100)).await;
-        assert_eq!(game_server(&responses[0]), Some("gs-"));
+        assert_eq!(code(&responses[0]), Some(Code::InvalidArgument));
+        assert_eq!(game_server(&responses[1]), Some("gs-"));
     }
 
     #[tokio::test]

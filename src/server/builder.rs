@@ -30,6 +30,10 @@ const DEFAULT_MAX_BATCH_SIZE: usize = 1_000;
 const DEFAULT_MAX_CLIENTS: usize = 1_000;
 /// Requests of one batch in the allocator at once, for per-request allocators.
 const DEFAULT_BATCH_CONCURRENCY: usize = 64;
+/// Long enough for a client on a slow link, short enough that idle connections do not pile up.
+const DEFAULT_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// gRPC's usual receive limit, tonic's and Go's default.
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
 /// Configures and builds a [`ProcessorHandler`]; made by [`ProcessorHandler::builder`] or
 /// [`ProcessorHandler::batch_builder`].
@@ -67,6 +71,8 @@ pub struct Builder<A> {
     max_clients: usize,
     outbound_capacity: usize,
     batch_concurrency: usize,
+    registration_timeout: Duration,
+    max_message_size: usize,
     adaptive_pulling: bool,
     leadership: Option<watch::Receiver<bool>>,
     health: Option<HealthReporter>,
@@ -85,6 +91,8 @@ impl<A> Builder<A> {
             max_clients: DEFAULT_MAX_CLIENTS,
             outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
             batch_concurrency: DEFAULT_BATCH_CONCURRENCY,
+            registration_timeout: DEFAULT_REGISTRATION_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             adaptive_pulling: false,
             leadership: None,
             health: None,
@@ -193,6 +201,40 @@ impl<A> Builder<A> {
         self
     }
 
+    /// How long a new stream may take to send its registration; a stream still unregistered
+    /// then ends with `DeadlineExceeded`, so that connections which never register cannot
+    /// pile up.
+    ///
+    /// Default: 10 s.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `timeout` is zero.
+    pub fn registration_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "registration timeout must not be zero");
+        self.registration_timeout = timeout;
+        self
+    }
+
+    /// The largest message, encoded, that a client may send; a larger one ends its stream with
+    /// `OutOfRange` (tonic's code for it). A batch of `max_batch_size` requests must fit: set the clients'
+    /// `max_message_size` to the same value, so that they split their batches below it.
+    ///
+    /// Applies to the server made by [`ProcessorHandler::into_server`] and
+    /// [`ProcessorHandler::routes`]; messages sent to clients are not limited here, but by
+    /// each client's own limit.
+    ///
+    /// Default: 4 MiB, gRPC's usual limit.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `bytes` is zero.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        assert!(bytes > 0, "max message size must not be zero");
+        self.max_message_size = bytes;
+        self
+    }
+
     /// Pulls a client again as soon as its batch has been answered, instead of at the next
     /// tick, while the pull loop is pulling.
     ///
@@ -274,6 +316,8 @@ impl<A> Builder<A> {
             max_clients: self.max_clients,
             identity: self.identity,
             outbound_capacity: self.outbound_capacity,
+            registration_timeout: self.registration_timeout,
+            max_message_size: self.max_message_size,
             adaptive_pulling: self.adaptive_pulling,
             counters,
             lifecycle,
@@ -288,9 +332,12 @@ impl<A> fmt::Debug for Builder<A> {
             .field("pull_interval", &self.pull_interval)
             .field("unallocated_http_status", &self.unallocated_http_status)
             .field("max_batch_size", &self.max_batch_size)
+            .field("max_batches_per_client", &self.max_batches_per_client)
             .field("max_clients", &self.max_clients)
             .field("outbound_capacity", &self.outbound_capacity)
             .field("batch_concurrency", &self.batch_concurrency)
+            .field("registration_timeout", &self.registration_timeout)
+            .field("max_message_size", &self.max_message_size)
             .field("adaptive_pulling", &self.adaptive_pulling)
             .field("leadership", &self.leadership.is_some())
             .field("health", &self.health.is_some())

@@ -15,6 +15,18 @@ pub(crate) struct Counters {
     pub(crate) batches: AtomicU64,
     pub(crate) requests: AtomicU64,
     answers: [AtomicU64; CODES],
+    /// Streams opened and not registered yet: a gauge, not a counter.
+    awaiting_registration: AtomicU64,
+}
+
+/// Counts one stream awaiting its registration until dropped.
+#[derive(Debug)]
+pub(crate) struct Awaiting<'a>(&'a AtomicU64);
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Counters {
@@ -37,6 +49,17 @@ impl Counters {
 
     pub(crate) fn answers(&self, code: Code) -> u64 {
         Self::get(&self.answers[code as usize])
+    }
+
+    /// Counts a stream as awaiting its registration until the guard is dropped.
+    pub(crate) fn awaiting_registration(&self) -> Awaiting<'_> {
+        Self::add(&self.awaiting_registration, 1);
+        Awaiting(&self.awaiting_registration)
+    }
+
+    /// How many streams await their registration now.
+    pub(crate) fn awaiting(&self) -> u64 {
+        Self::get(&self.awaiting_registration)
     }
 }
 

@@ -62,6 +62,10 @@ pub(crate) struct Shared<A> {
     /// What a registration must prove about its client id.
     pub(crate) identity: IdentityChecks,
     pub(crate) outbound_capacity: usize,
+    /// How long a new stream may take to send its registration.
+    pub(crate) registration_timeout: Duration,
+    /// The largest inbound message, encoded.
+    pub(crate) max_message_size: usize,
     /// Pull a client again right after answering its batch.
     pub(crate) adaptive_pulling: bool,
     pub(crate) counters: Arc<Counters>,
@@ -114,11 +118,15 @@ impl<A> ProcessorHandler<A> {
     }
 
     /// The handler as a tonic service, ready for `tonic::transport::Server::add_service`.
+    ///
+    /// Inbound messages larger than [`Builder::max_message_size`] end their stream with
+    /// `OutOfRange`.
     pub fn into_server(self) -> ProcessorServer<Self>
     where
         Self: Processor,
     {
-        ProcessorServer::new(self)
+        let limit = self.shared.max_message_size;
+        ProcessorServer::new(self).max_decoding_message_size(limit)
     }
 
     /// The handler mounted next to a `tonic-health` service, ready for
@@ -182,6 +190,17 @@ impl<A> ProcessorHandler<A> {
         finished
     }
 
+    /// How many `StreamBatches` streams are open: registered ones, and ones that are open but
+    /// have not registered yet.
+    ///
+    /// A registered stream counts until it ends; answers of its last batches may still be on
+    /// their way. A stream that never registers counts until its client leaves or
+    /// [`Builder::registration_timeout`] ends it.
+    pub fn open_streams(&self) -> usize {
+        let awaiting = usize::try_from(self.shared.counters.awaiting()).unwrap_or(usize::MAX);
+        self.shared.lifecycle.streams().saturating_add(awaiting)
+    }
+
     /// The ids of the registered clients, sorted.
     pub fn connected_clients(&self) -> Vec<String> {
         self.shared.registry.client_ids()
@@ -229,6 +248,7 @@ impl<A> fmt::Debug for ProcessorHandler<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessorHandler")
             .field("connected_clients", &self.connected_clients())
+            .field("open_streams", &self.open_streams())
             .field("rules", &self.shared.rules)
             .field("batches_received", &self.batches_received())
             .field("requests_received", &self.requests_received())
@@ -250,7 +270,8 @@ where
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` when the registration has an empty client id; `Unauthenticated` when
+    /// `InvalidArgument` when the registration has an empty client id; `DeadlineExceeded` when
+    /// no registration arrived within [`Builder::registration_timeout`]; `Unauthenticated` when
     /// a required client certificate is missing; `PermissionDenied` when the client's
     /// certificate or token does not permit its id; `ResourceExhausted` when the most clients
     /// are connected; `Unavailable` during shutdown; the inbound stream's error when it fails
@@ -261,11 +282,25 @@ where
     ) -> Result<Response<OutboundStream>, Status> {
         let credentials = Credentials::of(&request);
         let mut inbound = request.into_inner();
-        let Some(client_id) = read_registration(&mut inbound).await? else {
+        let shared = &self.shared;
+        let registration = {
+            let _awaiting = shared.counters.awaiting_registration();
+            tokio::time::timeout(shared.registration_timeout, read_registration(&mut inbound)).await
+        };
+        let Ok(registration) = registration else {
+            tracing::info!(
+                timeout = ?shared.registration_timeout,
+                "stream ended: no registration in time"
+            );
+            return Err(Status::deadline_exceeded(format!(
+                "no registration within {:?}",
+                shared.registration_timeout
+            )));
+        };
+        let Some(client_id) = registration? else {
             // The client left before registering: end its stream with nothing in it.
             return Ok(Response::new(ReceiverStream::new(mpsc::channel(1).1)));
         };
-        let shared = &self.shared;
         if !shared.lifecycle.is_running() {
             tracing::info!(%client_id, "registration refused during shutdown");
             return Err(Status::unavailable(SHUTTING_DOWN));

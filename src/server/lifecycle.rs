@@ -89,6 +89,11 @@ impl Lifecycle {
         Self::started(&self.batches)
     }
 
+    /// How many registered streams are open.
+    pub(crate) fn streams(&self) -> usize {
+        *self.streams.borrow()
+    }
+
     pub(crate) fn stream_started(&self) -> InFlight {
         Self::started(&self.streams)
     }

@@ -17,7 +17,11 @@
 //!   ([`ProcessorHandler::batch_builder`]). Wrap it in any `tower::ServiceBuilder` layers;
 //!   [`record::RecordLayer`] counts outcomes and latency.
 //! - The first message of a stream registers its client id. A later registration with the same
-//!   id replaces the earlier stream, which then ends with `AlreadyExists`.
+//!   id replaces the earlier stream, which then ends with `AlreadyExists`. A stream that does
+//!   not register within [`Builder::registration_timeout`] ends with `DeadlineExceeded`.
+//! - A batch whose client id is not the one its stream registered has every request answered
+//!   `InvalidArgument` without reaching the allocator; so has a request wrapper without a
+//!   request.
 //! - Client identity: a registration is checked before the client is registered. With mutual
 //!   TLS, [`Builder::certificate_identity`] requires the id to be named by the client's
 //!   certificate; [`BearerTokenLayer`] authenticates requests by bearer token and limits the ids
@@ -88,7 +92,6 @@
 //! - There is no leader election; the user drives the leadership signal. Without one, every
 //!   replica pulls.
 //! - Adaptive pulling ([`Builder::adaptive_pulling`]) has not been benchmarked yet.
-//! - A stream that never sends its registration keeps its RPC open until the client leaves.
 //! - A batch that a client sends during shutdown without having been pulled may be cut off when
 //!   the streams end.
 //! - Upstream's idle-connection limit and minimum client ping interval have no tonic

@@ -22,6 +22,10 @@ const REPLACED: &str = "replaced by a newer registration with the same client id
 pub(crate) const SHUTTING_DOWN: &str = "processor shutting down";
 /// The message that ends every stream when the processor stops leading.
 pub(crate) const NOT_LEADING: &str = "processor stopped leading";
+/// The answer to every request of a batch whose client id is not the one the stream registered.
+const WRONG_CLIENT_ID: &str = "batch client id differs from the stream's registered client id";
+/// The answer to every request of a batch beyond the client's batches in flight.
+const TOO_MANY_BATCHES: &str = "too many batches in flight for this client";
 
 /// Reads a registered stream, dispatching its batches, and deregisters it at the end.
 pub(crate) struct StreamWorker<A> {
@@ -154,10 +158,25 @@ where
 
     async fn dispatch(&self, message: ProcessorMessage) {
         match message.payload {
+            Some(Payload::BatchRequest(batch)) if message.client_id != self.client_id => {
+                tracing::warn!(
+                    batch_id = %batch.batch_id,
+                    message_client_id = %message.client_id,
+                    "batch refused: its client id is not the stream's"
+                );
+                self.refuse_batch(batch, tonic::Code::InvalidArgument, WRONG_CLIENT_ID)
+                    .await;
+            }
             Some(Payload::BatchRequest(batch))
                 if self.batches.count() >= self.shared.rules.max_batches_per_client =>
             {
-                self.refuse_batch(batch).await;
+                tracing::warn!(
+                    batch_id = %batch.batch_id,
+                    requests = batch.requests.len(),
+                    "batch refused: too many batches in flight for this client"
+                );
+                self.refuse_batch(batch, tonic::Code::ResourceExhausted, TOO_MANY_BATCHES)
+                    .await;
             }
             Some(Payload::BatchRequest(batch)) => self.start_batch(batch),
             None => tracing::warn!(
@@ -171,19 +190,11 @@ where
         }
     }
 
-    /// Answers every request of `batch` `ResourceExhausted` without allocating: the client has
-    /// too many batches in flight. Waiting for room on the stream here stops reading it, so a
-    /// client that sends without reading holds up only itself.
-    async fn refuse_batch(&self, batch: BatchRequest) {
-        tracing::warn!(
-            batch_id = %batch.batch_id,
-            requests = batch.requests.len(),
-            "batch refused: too many batches in flight for this client"
-        );
-        let status = crate::status::rpc_status(
-            tonic::Code::ResourceExhausted,
-            "too many batches in flight for this client",
-        );
+    /// Answers every request of `batch` with `code` and `message` without allocating. Waiting
+    /// for room on the stream here stops reading it, so a client that sends without reading
+    /// holds up only itself.
+    async fn refuse_batch(&self, batch: BatchRequest, code: tonic::Code, message: &str) {
+        let status = crate::status::rpc_status(code, message);
         let responses = batch
             .requests
             .into_iter()

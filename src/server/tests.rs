@@ -347,6 +347,104 @@ async fn batch_before_registration_is_ignored() {
     assert_eq!(handler.batches_received(), 1);
 }
 
+#[tokio::test]
+async fn wrapper_without_a_request_is_invalid_argument() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let counting = tower::service_fn(move |request: AllocationRequest| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            Ok::<_, BoxError>(AllocationResponse {
+                game_server_name: format!("gs-{}", request.namespace),
+                ..Default::default()
+            })
+        }
+    });
+    let (_handler, addr) = serve(ProcessorHandler::builder(counting)).await;
+    let mut client = RawClient::register(addr, "a").await;
+    let mut message = batch("a", "b1", &["x", "y"]);
+    let Some(Payload::BatchRequest(request)) = &mut message.payload else {
+        unreachable!("batch() makes a batch request");
+    };
+    request.requests[0].request = None;
+    client.send(message).await;
+
+    let (_, response) = client.next_batch_response().await;
+    assert_eq!(
+        error(&response.responses[0].result),
+        Some((Code::InvalidArgument, "request is required"))
+    );
+    assert_eq!(game_server(&response.responses[1].result), Some("gs-y"));
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the present request reached the allocator"
+    );
+}
+
+#[tokio::test]
+async fn batch_with_another_client_id_is_refused_and_the_stream_goes_on() {
+    let (handler, addr) = serve(ProcessorHandler::builder(allocator())).await;
+    let mut victim = RawClient::register(addr, "victim").await;
+    let mut liar = RawClient::register(addr, "liar").await;
+
+    liar.send(batch("victim", "forged", &["x", "y"])).await;
+    let (client_id, refused) = liar.next_batch_response().await;
+    assert_eq!(client_id, "liar", "answered on the liar's own stream");
+    assert_eq!(refused.batch_id, "forged");
+    for answer in &refused.responses {
+        assert_eq!(
+            error(&answer.result),
+            Some((
+                Code::InvalidArgument,
+                "batch client id differs from the stream's registered client id"
+            ))
+        );
+    }
+    assert_eq!(
+        handler.batches_received(),
+        0,
+        "nothing reached the allocator"
+    );
+
+    // Both streams go on: the liar's next honest batch and the victim's own are answered.
+    liar.send(batch("liar", "honest", &["x"])).await;
+    let (_, honest) = liar.next_batch_response().await;
+    assert_eq!(honest.batch_id, "honest");
+    assert_eq!(game_server(&honest.responses[0].result), Some("gs-x"));
+    victim.send(batch("victim", "own", &["z"])).await;
+    let (_, own) = victim.next_batch_response().await;
+    assert_eq!(
+        own.batch_id, "own",
+        "the forged batch never reached the victim"
+    );
+}
+
+#[tokio::test]
+async fn stream_that_does_not_register_in_time_ends_with_deadline_exceeded() {
+    let timeout = Duration::from_millis(200);
+    let builder = ProcessorHandler::builder(allocator()).registration_timeout(timeout);
+    let (handler, addr) = serve(builder).await;
+
+    // Silent, and talking without ever registering: both end.
+    for first in [vec![], vec![batch("a", "early", &["x"])]] {
+        let opened = tokio::time::timeout(Duration::from_secs(10), RawClient::open(addr, first));
+        let status = opened
+            .await
+            .expect("an unregistered stream ends")
+            .err()
+            .expect("with an error");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert_eq!(status.message(), "no registration within 200ms");
+    }
+    assert_eq!(handler.open_streams(), 0);
+    assert_eq!(handler.batches_received(), 0);
+
+    let mut client = RawClient::register(addr, "a").await;
+    client.next_pull().await;
+    assert_eq!(handler.open_streams(), 1);
+}
+
 /// Sends raw bytes as messages and decodes what comes back as processor messages.
 #[derive(Debug, Clone, Copy)]
 struct RawBytesCodec;
