@@ -336,7 +336,7 @@ async fn requests_beyond_max_batch_size_are_refused_in_their_own_batch() {
     // The same stream goes on, and so does everyone else.
     big.send(batch("big", "b2", &["v"])).await;
     assert_eq!(allocated(&big.next_answer().await.unwrap()[0]), Some("gs-v"));
-    for i in 0..3 {
+    for i in 0..10 {
         works(&other, i).await;
     }
 }
@@ -361,7 +361,7 @@ async fn batches_beyond_max_batches_per_client_are_refused_while_others_allocate
             ))
         );
     }
-    for i in 0..3 {
+    for i in 0..10 {
         works(&other, i).await;
     }
 }
@@ -391,7 +391,7 @@ async fn a_client_that_does_not_read_fills_only_its_own_outbound_queue() {
         handler.pulls_skipped() > skipped + 10
     })
     .await;
-    for i in 0..3 {
+    for i in 0..10 {
         works(&other, i).await;
     }
     assert_eq!(handler.connected_clients(), ["other", "stuck"]);
@@ -433,9 +433,11 @@ async fn a_full_client_sheds_or_waits_alone() {
         assert_eq!(error.code(), Code::ResourceExhausted);
         overloaded += 1;
     }
-    // Two in the queue, two in the buffer, and perhaps one in the buffer's hands.
-    assert!((5..=6).contains(&overloaded), "{overloaded} shed");
+    // At most two in the queue, two in the buffer and one in the hands of the buffer's worker;
+    // which calls get a place depends on when that worker runs.
+    assert!((5..10).contains(&overloaded), "{overloaded} shed");
     assert_eq!(shedding.stats().queued, 2);
+    assert_eq!(calls.len(), 10 - overloaded, "the rest still wait");
     works(&other, 0).await;
 
     // Without load shedding, a full client is not ready.
@@ -445,7 +447,7 @@ async fn a_full_client_sheds_or_waits_alone() {
         .spawn()
         .unwrap();
     let mut held = Vec::new();
-    for i in 0..3 {
+    for i in 0..10 {
         let mut handle = waiting.clone();
         match tokio::time::timeout(Duration::from_millis(200), handle.ready()).await {
             Ok(ready) => {
@@ -455,7 +457,12 @@ async fn a_full_client_sheds_or_waits_alone() {
             Err(_) => break,
         }
     }
-    assert!(held.len() < 3, "the client stays ready while full");
+    // One in the queue, one in the buffer, one in the hands of its worker.
+    assert!(
+        (1..=3).contains(&held.len()),
+        "{} calls made: the client stays ready while full",
+        held.len()
+    );
     works(&other, 1).await;
     drop(calls);
 }
@@ -494,6 +501,8 @@ async fn thousands_of_abandoned_streams_leave_nothing_behind() {
         while let Some(joined) = streams.join_next().await {
             joined.unwrap();
         }
+        // The next wave counts its own streams only once this one's are gone.
+        until("the wave's streams are gone", || handler.open_streams() == 1).await;
     }
 
     until("every abandoned stream is gone", || {
