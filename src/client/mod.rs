@@ -23,6 +23,8 @@ mod service;
 
 pub use batch::{Batch, ResponseFuture as BatchFuture};
 pub use builder::Builder;
+#[doc(hidden)]
+pub use driver::Detached;
 pub use driver::Driver;
 pub use error::Error;
 pub use service::{ClientStats, ProcessorClient, ResponseFuture};
