@@ -96,6 +96,11 @@ struct Args {
     /// The in-process server's allocator.
     #[arg(long, value_enum, default_value_t = AllocatorKind::Noop, conflicts_with = "addr")]
     allocator: AllocatorKind,
+    /// Realistic: requests with a selector and a label to add, no-op responses the size of the
+    /// fleet's. Minimal: only a namespace and a game server name, to see the processor's own
+    /// cost apart from building and encoding messages.
+    #[arg(long, value_enum, default_value_t = Messages::Realistic)]
+    messages: Messages,
     /// Whether to also measure plain unary `AllocationService/Allocate` calls.
     #[arg(long, value_enum, default_value_t = Baseline::Unary)]
     baseline: Baseline,
@@ -117,6 +122,12 @@ enum AllocatorKind {
     /// The in-memory fleet, sized for the callers; callers mark each game server they get
     /// Ready again, so it never runs out.
     Fleet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Messages {
+    Realistic,
+    Minimal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -187,7 +198,7 @@ async fn main() -> Result<ExitCode, BoxError> {
     };
     let progress = progress_bar(phases * (settings.warm_up + settings.duration));
     let recycle = server.as_ref().and_then(|server| server.fleet.clone());
-    let request = request();
+    let request = request(args.messages);
 
     let batched = run_batched(
         &address,
@@ -237,8 +248,9 @@ fn describe(args: &Args, settings: &Settings, address: &str) {
     match &args.addr {
         Some(_) => println!("processor at {address}"),
         None => println!(
-            "processor in process at {address}: {:?} allocator, {:?} pulls every {:?}",
-            args.allocator, args.pull_mode, args.pull_interval
+            "processor in process at {address}: {:?} allocator, {:?} pulls every {:?}, \
+             {:?} messages",
+            args.allocator, args.pull_mode, args.pull_interval, args.messages
         ),
     }
     println!(
@@ -268,8 +280,14 @@ fn progress_bar(total: Duration) -> ProgressBar {
 }
 
 /// The request every caller sends: a Packed request for a capture-the-flag game server with a
-/// label to add, as a game backend sends it.
-fn request() -> AllocationRequest {
+/// label to add, as a game backend sends it, or only its namespace.
+fn request(messages: Messages) -> AllocationRequest {
+    if messages == Messages::Minimal {
+        return AllocationRequest {
+            namespace: "default".into(),
+            ..Default::default()
+        };
+    }
     AllocationRequest {
         namespace: "default".into(),
         game_server_selectors: vec![GameServerSelector {
@@ -284,8 +302,15 @@ fn request() -> AllocationRequest {
     }
 }
 
-/// What the no-op allocator answers: a response of the size the fleet gives.
-fn fixed_response() -> AllocationResponse {
+/// What the no-op allocator answers: a response of the size the fleet gives, or only a game
+/// server name.
+fn fixed_response(messages: Messages) -> AllocationResponse {
+    if messages == Messages::Minimal {
+        return AllocationResponse {
+            game_server_name: "gs-03-017".into(),
+            ..Default::default()
+        };
+    }
     AllocationResponse {
         game_server_name: "gs-03-017".into(),
         ports: vec![GameServerStatusPort {
@@ -341,7 +366,7 @@ impl InProcess {
         let record = RecordLayer::new(outcomes.clone());
         match args.allocator {
             AllocatorKind::Noop => {
-                let response = fixed_response();
+                let response = fixed_response(args.messages);
                 let noop = tower::service_fn(move |_: AllocationRequest| {
                     std::future::ready(Ok::<_, BoxError>(response.clone()))
                 });
