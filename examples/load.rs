@@ -559,6 +559,8 @@ struct PathReport {
     server: Option<ServerCounters>,
     /// Mean resident memory in the first and the last tenth of the window, in KiB.
     memory: Option<(u64, u64)>,
+    /// CPU time of the whole process (every thread, user and system) over the window.
+    cpu: Option<Duration>,
 }
 
 impl PathReport {
@@ -643,6 +645,22 @@ impl fmt::Display for PathReport {
         } else {
             writeln!(f, "  errors               {}", errors.join(", "))?;
         }
+        match self.cpu {
+            Some(cpu) => {
+                let per_allocation = if self.allocated == 0 {
+                    Duration::ZERO
+                } else {
+                    cpu / u32::try_from(self.allocated).unwrap_or(u32::MAX)
+                };
+                writeln!(
+                    f,
+                    "  cpu                  {:.2} cores busy, {:.1} µs per allocation",
+                    cpu.as_secs_f64() / self.window.as_secs_f64(),
+                    per_allocation.as_secs_f64() * 1e6,
+                )?;
+            }
+            None => writeln!(f, "  cpu                  unavailable")?,
+        }
         match self.memory {
             Some((first, last)) => writeln!(
                 f,
@@ -692,6 +710,19 @@ fn memory_kib(field: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The CPU time the process has used so far, every thread, user and system, from
+/// `/proc/self/stat`; `None` where there is none.
+fn cpu_time() -> Option<Duration> {
+    /// The unit of `/proc/<pid>/stat` times on Linux, whatever the kernel's own tick rate.
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces: fields are counted after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // `utime` and `stime` are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
 }
 
 /// Runs the batched path: processor clients with their callers.
@@ -824,6 +855,7 @@ async fn run_path<C: Caller>(
         progress.set_position(offset + started.elapsed().as_millis() as u64);
     }
     let server_before = server.map(|server| (server.counters)());
+    let cpu_before = cpu_time();
     let batches_before = batches.as_ref().map(|count| count());
 
     // Memory samples through the window.
@@ -837,6 +869,7 @@ async fn run_path<C: Caller>(
         progress.set_position(offset + started.elapsed().as_millis() as u64);
     }
     let server_after = server.map(|server| (server.counters)());
+    let cpu_after = cpu_time();
     let batches_after = batches.as_ref().map(|count| count());
 
     let mut tally = Tally::default();
@@ -874,6 +907,9 @@ async fn run_path<C: Caller>(
                 allocator_nanos: after.allocator_nanos.saturating_sub(before.allocator_nanos),
             }),
         memory: tenths(&samples, settings.duration),
+        cpu: cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| after.saturating_sub(before)),
     }
 }
 
