@@ -104,6 +104,11 @@ struct Args {
     /// Whether to also measure plain unary `AllocationService/Allocate` calls.
     #[arg(long, value_enum, default_value_t = Baseline::Unary)]
     baseline: Baseline,
+    /// Mean pause of each caller between two calls, drawn at random between zero and twice
+    /// this, so that calls arrive at any moment between two pulls as they do from independent
+    /// users; zero for a closed loop at full speed.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pause: Duration,
     /// A short run with small numbers (about 1 to 2 seconds), to check that everything works.
     #[arg(long)]
     quick: bool,
@@ -144,6 +149,7 @@ struct Settings {
     max_batch_size: usize,
     duration: Duration,
     warm_up: Duration,
+    pause: Duration,
 }
 
 impl Settings {
@@ -166,6 +172,7 @@ impl Settings {
             max_batch_size: pick(args.max_batch_size, 1000, 100),
             duration: duration(args.duration, 10_000, 500).max(Duration::from_millis(10)),
             warm_up: duration(args.warm_up, 1_000, 100),
+            pause: args.pause,
         }
     }
 
@@ -263,6 +270,13 @@ fn describe(args: &Args, settings: &Settings, address: &str) {
         settings.warm_up,
         settings.duration,
     );
+    if !settings.pause.is_zero() {
+        println!(
+            "callers pause between calls for a random time up to {:?} (mean {:?})",
+            settings.pause * 2,
+            settings.pause
+        );
+    }
 }
 
 /// A progress bar for runs long enough to want one; hidden when standard error is not a
@@ -508,16 +522,22 @@ struct Tally {
     errors: [u64; 17],
 }
 
-/// Calls in a closed loop until the window ends; counts the calls that ended inside it.
+/// Calls in a closed loop, with the given mean pause between calls, until the window ends;
+/// counts the calls that ended inside it.
 async fn call_in_a_loop<C: Caller>(
     caller: C,
     request: AllocationRequest,
     window: Window,
     latencies: Latencies,
     recycle: Option<Fleet>,
+    pause: Duration,
 ) -> Tally {
     let mut tally = Tally::default();
     loop {
+        if !pause.is_zero() {
+            let nanos = rand::random_range(0..=pause.as_nanos() as u64 * 2);
+            tokio::time::sleep(Duration::from_nanos(nanos)).await;
+        }
         let started = Instant::now();
         if started >= window.until {
             return tally;
@@ -689,6 +709,12 @@ fn print_ratios(batched: &PathReport, unary: &PathReport) {
         ratio(latency(batched, 0.50), latency(unary, 0.50)),
         ratio(latency(batched, 0.99), latency(unary, 0.99)),
     );
+    let added = |quantile| (latency(batched, quantile) - latency(unary, quantile)) * 1e3;
+    println!(
+        "batched - unary        p50 {:+.2} ms  p99 {:+.2} ms",
+        added(0.50),
+        added(0.99)
+    );
 }
 
 fn millis(duration: Duration) -> String {
@@ -841,6 +867,7 @@ async fn run_path<C: Caller>(
                 window,
                 Arc::clone(histogram),
                 recycle.clone(),
+                settings.pause,
             ));
         }
     }
