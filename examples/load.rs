@@ -68,8 +68,12 @@ mod logging;
 #[derive(Debug, Parser)]
 struct Args {
     /// A running processor's URL (such as `http://127.0.0.1:9090`) instead of one in process.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "serve")]
     addr: Option<String>,
+    /// Only serve: start the processor on this address, with the allocator and pull settings
+    /// given, until Ctrl-C, for a load run from another process with `--addr`.
+    #[arg(long)]
+    serve: Option<SocketAddr>,
     /// Processor clients, and connections of the unary baseline [default: 4, 2 with --quick].
     #[arg(long)]
     clients: Option<usize>,
@@ -187,9 +191,15 @@ async fn main() -> Result<ExitCode, BoxError> {
     let args = Args::parse();
     let settings = Settings::new(&args);
 
+    if let Some(address) = args.serve {
+        return serve_only(address, &args, &settings).await;
+    }
     let server = match &args.addr {
         Some(_) => None,
-        None => Some(InProcess::start(&args, &settings).await?),
+        None => {
+            let local: SocketAddr = ([127, 0, 0, 1], 0).into();
+            Some(InProcess::start(local, Recycle::ByCallers, &args, &settings).await?)
+        }
     };
     let address = match (&args.addr, &server) {
         (Some(addr), _) => addr.clone(),
@@ -249,6 +259,27 @@ async fn main() -> Result<ExitCode, BoxError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Serves until Ctrl-C, then prints what was served.
+async fn serve_only(
+    address: SocketAddr,
+    args: &Args,
+    settings: &Settings,
+) -> Result<ExitCode, BoxError> {
+    let server = InProcess::start(address, Recycle::ByServer, args, settings).await?;
+    println!(
+        "processor at http://{}: {:?} allocator, {:?} pulls every {:?}, {:?} messages; \
+         Ctrl-C stops",
+        server.address, args.allocator, args.pull_mode, args.pull_interval, args.messages
+    );
+    tokio::signal::ctrl_c().await?;
+    let counters = (server.counters)();
+    println!(
+        "served {} batches ({} requests), {} allocator calls",
+        counters.batches, counters.requests, counters.allocator_calls
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn describe(args: &Args, settings: &Settings, address: &str) {
@@ -354,6 +385,15 @@ fn fixed_response(messages: Messages) -> AllocationResponse {
     }
 }
 
+/// Who marks the fleet's game servers Ready again, so that it never runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recycle {
+    /// The callers in this process, when their call returns: sessions of no length.
+    ByCallers,
+    /// The server, right after allocating, for callers in another process.
+    ByServer,
+}
+
 /// The processor started in this process, and what it counts.
 struct InProcess {
     address: SocketAddr,
@@ -375,7 +415,12 @@ struct ServerCounters {
 }
 
 impl InProcess {
-    async fn start(args: &Args, settings: &Settings) -> Result<Self, BoxError> {
+    async fn start(
+        address: SocketAddr,
+        recycle: Recycle,
+        args: &Args,
+        settings: &Settings,
+    ) -> Result<Self, BoxError> {
         let outcomes = OutcomeStats::default();
         let record = RecordLayer::new(outcomes.clone());
         match args.allocator {
@@ -385,7 +430,7 @@ impl InProcess {
                     std::future::ready(Ok::<_, BoxError>(response.clone()))
                 });
                 let allocator = ServiceBuilder::new().layer(record).service(noop);
-                Self::serve(allocator, outcomes, None, args, settings).await
+                Self::serve(address, allocator, outcomes, None, args, settings).await
             }
             AllocatorKind::Fleet => {
                 // About a quarter of the demo fleet is Ready for capture the flag: ten game
@@ -393,13 +438,26 @@ impl InProcess {
                 // even while every caller holds one.
                 let nodes = settings.callers().div_ceil(4).max(8);
                 let fleet = Fleet::new(demo_fleet(nodes, 40));
-                let allocator = ServiceBuilder::new().layer(record).service(fleet.clone());
-                Self::serve(allocator, outcomes, Some(fleet), args, settings).await
+                if recycle == Recycle::ByCallers {
+                    let allocator = ServiceBuilder::new().layer(record).service(fleet.clone());
+                    return Self::serve(address, allocator, outcomes, Some(fleet), args, settings)
+                        .await;
+                }
+                let recycling = tower::service_fn(move |request: AllocationRequest| {
+                    let allocated = fleet.allocate(&request);
+                    if let Ok(response) = &allocated {
+                        fleet.deallocate(&request.namespace, &response.game_server_name);
+                    }
+                    std::future::ready(allocated)
+                });
+                let allocator = ServiceBuilder::new().layer(record).service(recycling);
+                Self::serve(address, allocator, outcomes, None, args, settings).await
             }
         }
     }
 
     async fn serve<A>(
+        address: SocketAddr,
         allocator: A,
         outcomes: OutcomeStats,
         fleet: Option<Fleet>,
@@ -415,7 +473,7 @@ impl InProcess {
         A::Error: Into<BoxError>,
         A::Future: Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let processor = ProcessorHandler::builder(allocator)
@@ -577,8 +635,8 @@ struct PathReport {
     batches: Option<(u64, u64)>,
     /// The in-process server's counters over the window.
     server: Option<ServerCounters>,
-    /// Mean resident memory in the first and the last tenth of the window, in KiB.
-    memory: Option<(u64, u64)>,
+    /// Mean resident memory in each tenth of the window, in KiB; `None` without samples.
+    memory: Vec<Option<u64>>,
     /// CPU time of the whole process (every thread, user and system) over the window.
     cpu: Option<Duration>,
 }
@@ -681,15 +739,28 @@ impl fmt::Display for PathReport {
             }
             None => writeln!(f, "  cpu                  unavailable")?,
         }
-        match self.memory {
-            Some((first, last)) => writeln!(
-                f,
-                "  memory (RSS)         first tenth {}, last tenth {} ({:+.1} %)",
-                mib(first),
-                mib(last),
-                (last as f64 - first as f64) * 100.0 / first.max(1) as f64
-            ),
-            None => writeln!(f, "  memory (RSS)         unavailable"),
+        match (self.memory.first(), self.memory.last()) {
+            (Some(Some(first)), Some(Some(last))) => {
+                writeln!(
+                    f,
+                    "  memory (RSS)         first tenth {}, last tenth {} ({:+.1} %)",
+                    mib(*first),
+                    mib(*last),
+                    (*last as f64 - *first as f64) * 100.0 / (*first).max(1) as f64
+                )?;
+                let tenths: Vec<String> = self
+                    .memory
+                    .iter()
+                    .map(|kib| {
+                        kib.map_or_else(
+                            || "-".to_owned(),
+                            |kib| format!("{:.1}", kib as f64 / 1024.0),
+                        )
+                    })
+                    .collect();
+                writeln!(f, "  memory by tenth      {} MiB", tenths.join(" "))
+            }
+            _ => writeln!(f, "  memory (RSS)         unavailable"),
         }
     }
 }
@@ -940,18 +1011,15 @@ async fn run_path<C: Caller>(
     }
 }
 
-/// Mean resident memory over the first and the last tenth of the window.
-fn tenths(samples: &[(Duration, u64)], window: Duration) -> Option<(u64, u64)> {
-    let tenth = window / 10;
-    let mean = |keep: &dyn Fn(Duration) -> bool| {
-        let kept: Vec<u64> = samples
-            .iter()
-            .filter(|(at, _)| keep(*at))
-            .map(|(_, rss)| *rss)
-            .collect();
-        (!kept.is_empty()).then(|| kept.iter().sum::<u64>() / kept.len() as u64)
-    };
-    let first = mean(&|at| at <= tenth)?;
-    let last = mean(&|at| at >= window - tenth)?;
-    Some((first, last))
+/// Mean resident memory over each tenth of the window.
+fn tenths(samples: &[(Duration, u64)], window: Duration) -> Vec<Option<u64>> {
+    let mut sums = [(0_u64, 0_u64); 10];
+    for (at, rss) in samples {
+        let tenth = ((at.as_secs_f64() / window.as_secs_f64() * 10.0) as usize).min(9);
+        sums[tenth].0 += rss;
+        sums[tenth].1 += 1;
+    }
+    sums.iter()
+        .map(|(sum, count)| (*count > 0).then(|| sum / count))
+        .collect()
 }
