@@ -139,11 +139,18 @@ impl ProcessorClient {
 
     /// Allocates a game server: waits for readiness, then calls.
     ///
+    /// The future holds a clone of this handle, not a borrow, so it can be spawned.
+    ///
     /// # Errors
     ///
     /// See [`Error`].
-    pub async fn allocate(&self, request: AllocationRequest) -> Result<AllocationResponse, Error> {
-        self.clone().allocate_owned(request).await
+    pub fn allocate(
+        &self,
+        request: AllocationRequest,
+    ) -> impl Future<Output = Result<AllocationResponse, Error>> + Send + 'static {
+        // A plain function rather than an `async fn`: the future is tower's `Oneshot` itself,
+        // half the size of an `async fn` wrapping it, which callers move into their tasks.
+        self.clone().allocate_owned(request)
     }
 
     /// Like [`allocate`](Self::allocate), consuming this handle, for futures that must be
@@ -152,11 +159,11 @@ impl ProcessorClient {
     /// # Errors
     ///
     /// See [`Error`].
-    pub async fn allocate_owned(
+    pub fn allocate_owned(
         self,
         request: AllocationRequest,
-    ) -> Result<AllocationResponse, Error> {
-        tower::ServiceExt::oneshot(self, request).await
+    ) -> impl Future<Output = Result<AllocationResponse, Error>> + Send + 'static {
+        tower::ServiceExt::oneshot(self, request)
     }
 }
 
@@ -287,8 +294,9 @@ mod tests {
             .max_batch_size(2)
             .build_detached()
             .unwrap();
+        // `allocate` borrows the handle only to clone it: its future can be spawned.
         let calls: Vec<_> = (0..3)
-            .map(|_| tokio::spawn(client.clone().allocate_owned(AllocationRequest::default())))
+            .map(|_| tokio::spawn(client.allocate(AllocationRequest::default())))
             .collect();
         while client.stats().queued < 2 {
             tokio::task::yield_now().await;
