@@ -2,6 +2,7 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use agones_processor::proto::{
     AllocationRequest, AllocationResponse, BatchRequest, BatchResponse, GameServerSelector,
@@ -96,6 +97,9 @@ fn batch_response(size: usize) -> ProcessorMessage {
 
 fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     for size in [100, 1000] {
         for (kind, message) in [
             ("batch_request", batch_request(size)),

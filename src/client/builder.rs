@@ -12,7 +12,7 @@ use crate::tls::ClientTls;
 
 use super::{
     Batch, BuildError, Driver, ProcessorClient,
-    driver::{DriverConfig, ShutdownSignal},
+    driver::{Detached, DriverConfig, ShutdownSignal},
     queue::{MessageLimit, Queue},
     service::Inner,
 };
@@ -365,6 +365,27 @@ impl Builder {
             drop_guard,
         );
         Ok((client, driver))
+    }
+
+    /// Builds the client with no driver: nothing connects, nothing pulls, and calls wait until
+    /// the returned [`Detached`] takes them with `pull` and answers them with `answer`.
+    ///
+    /// For measuring the client's own cost per call without a network; a program that talks to
+    /// a processor uses [`build`](Self::build) or [`spawn`](Self::spawn).
+    ///
+    /// # Errors
+    ///
+    /// As [`Builder::build`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Builder::build`].
+    #[doc(hidden)]
+    pub fn build_detached(self) -> Result<(ProcessorClient, Detached), BuildError> {
+        let max_batch_size = self.max_batch_size;
+        let (client, _driver) = self.build()?;
+        let detached = client.detached(max_batch_size);
+        Ok((client, detached))
     }
 
     /// Builds the client and spawns its driver on the current tokio runtime; the driver stops

@@ -272,7 +272,9 @@ impl Session {
     fn handle(&mut self, message: ProcessorMessage, outbound: &mpsc::Sender<ProcessorMessage>) {
         match message.payload {
             Some(Payload::Pull(_)) => self.answer_pull(outbound),
-            Some(Payload::BatchResponse(batch)) => self.route(batch),
+            Some(Payload::BatchResponse(batch)) => {
+                route(&self.queue, &self.counters, batch);
+            }
             Some(Payload::BatchRequest(_)) | None => {
                 tracing::warn!("ignoring a message a processor should not send");
             }
@@ -314,34 +316,6 @@ impl Session {
         self.counters.requests_sent.fetch_add(size as u64, Relaxed);
     }
 
-    /// Hands each answer of a batch to the call waiting for it.
-    fn route(&self, batch: BatchResponse) {
-        tracing::debug!(
-            batch_id = batch.batch_id,
-            size = batch.responses.len(),
-            "batch answered"
-        );
-        for wrapper in batch.responses {
-            let answer = match wrapper.result {
-                Some(response_wrapper::Result::Response(response)) => Ok(response),
-                Some(response_wrapper::Result::Error(status)) => {
-                    Err(Error::Allocation(status_from_rpc(status)))
-                }
-                None => Err(Error::Allocation(tonic::Status::internal(
-                    "processor answered with neither a response nor an error",
-                ))),
-            };
-            if self.queue.answer(&wrapper.request_id, answer) {
-                self.counters.answers.fetch_add(1, Relaxed);
-            } else {
-                tracing::debug!(
-                    request_id = wrapper.request_id,
-                    "dropping answer nobody waits for"
-                );
-            }
-        }
-    }
-
     /// A request to the processor with this client's metadata.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
@@ -358,6 +332,82 @@ impl Session {
             client_id: self.client_id.clone(),
             payload,
         }
+    }
+}
+
+/// Hands each answer of a batch to the call waiting for it; returns how many found one.
+fn route(queue: &Queue, counters: &Counters, batch: BatchResponse) -> usize {
+    tracing::debug!(
+        batch_id = batch.batch_id,
+        size = batch.responses.len(),
+        "batch answered"
+    );
+    let mut delivered = 0;
+    for wrapper in batch.responses {
+        let answer = match wrapper.result {
+            Some(response_wrapper::Result::Response(response)) => Ok(response),
+            Some(response_wrapper::Result::Error(status)) => {
+                Err(Error::Allocation(status_from_rpc(status)))
+            }
+            None => Err(Error::Allocation(tonic::Status::internal(
+                "processor answered with neither a response nor an error",
+            ))),
+        };
+        if queue.answer(&wrapper.request_id, answer) {
+            counters.answers.fetch_add(1, Relaxed);
+            delivered += 1;
+        } else {
+            tracing::debug!(
+                request_id = wrapper.request_id,
+                "dropping answer nobody waits for"
+            );
+        }
+    }
+    delivered
+}
+
+/// A client's queue driven by hand instead of by a [`Driver`]: made by
+/// [`Builder::build_detached`](super::Builder::build_detached).
+///
+/// [`pull`](Self::pull) takes the queued requests as the driver does when the processor pulls,
+/// and [`answer`](Self::answer) routes a batch's answers to their calls as the driver does when
+/// the answer arrives. Nothing crosses a network, so the client's own cost per call (buffer,
+/// batching queue, timeout, routing) can be measured apart from gRPC.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Detached {
+    queue: Queue,
+    counters: Arc<Counters>,
+    max_batch_size: usize,
+}
+
+impl Detached {
+    pub(crate) fn new(queue: Queue, counters: Arc<Counters>, max_batch_size: usize) -> Self {
+        Self {
+            queue,
+            counters,
+            max_batch_size,
+        }
+    }
+
+    /// Answers one pull: takes up to `max_batch_size` queued requests, oldest first, and marks
+    /// them in flight. `None` when nothing is queued, in which case the driver sends nothing.
+    pub fn pull(&self) -> Option<BatchRequest> {
+        self.counters.pulls.fetch_add(1, Relaxed);
+        let requests = self.queue.take_batch(self.max_batch_size);
+        if requests.is_empty() {
+            return None;
+        }
+        let batch_id = self.counters.batches_sent.fetch_add(1, Relaxed).to_string();
+        self.counters
+            .requests_sent
+            .fetch_add(requests.len() as u64, Relaxed);
+        Some(BatchRequest { batch_id, requests })
+    }
+
+    /// Hands each answer of `batch` to the call waiting for it; returns how many found one.
+    pub fn answer(&self, batch: BatchResponse) -> usize {
+        route(&self.queue, &self.counters, batch)
     }
 }
 

@@ -25,6 +25,8 @@ mod service;
 
 pub use batch::{Batch, ResponseFuture as BatchFuture};
 pub use builder::Builder;
+#[doc(hidden)]
+pub use driver::Detached;
 pub use driver::Driver;
 #[doc(hidden)]
 pub use driver::StreamHarness;

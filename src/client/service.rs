@@ -12,7 +12,11 @@ use tokio::sync::oneshot;
 use tower::{BoxError, buffer::Buffer, load_shed::LoadShed, timeout::Timeout, util::Either};
 use tower_service::Service;
 
-use super::{Builder, Error, batch, driver::Counters, queue::Queue};
+use super::{
+    Builder, Error, batch,
+    driver::{Counters, Detached},
+    queue::Queue,
+};
 use crate::proto::{AllocationRequest, AllocationResponse};
 
 type Buffered = Buffer<AllocationRequest, batch::ResponseFuture>;
@@ -106,6 +110,15 @@ impl ProcessorClient {
         }
     }
 
+    /// A hand-driven view of this client's queue, for [`Builder::build_detached`].
+    pub(crate) fn detached(&self, max_batch_size: usize) -> Detached {
+        Detached::new(
+            self.shared.queue.clone(),
+            Arc::clone(&self.shared.counters),
+            max_batch_size,
+        )
+    }
+
     /// The id this client registers with.
     pub fn client_id(&self) -> &str {
         &self.shared.client_id
@@ -130,11 +143,18 @@ impl ProcessorClient {
 
     /// Allocates a game server: waits for readiness, then calls.
     ///
+    /// The future holds a clone of this handle, not a borrow, so it can be spawned.
+    ///
     /// # Errors
     ///
     /// See [`Error`].
-    pub async fn allocate(&self, request: AllocationRequest) -> Result<AllocationResponse, Error> {
-        self.clone().allocate_owned(request).await
+    pub fn allocate(
+        &self,
+        request: AllocationRequest,
+    ) -> impl Future<Output = Result<AllocationResponse, Error>> + Send + 'static {
+        // A plain function rather than an `async fn`: the future is tower's `Oneshot` itself,
+        // half the size of an `async fn` wrapping it, which callers move into their tasks.
+        self.clone().allocate_owned(request)
     }
 
     /// Like [`allocate`](Self::allocate), consuming this handle, for futures that must be
@@ -143,11 +163,11 @@ impl ProcessorClient {
     /// # Errors
     ///
     /// See [`Error`].
-    pub async fn allocate_owned(
+    pub fn allocate_owned(
         self,
         request: AllocationRequest,
-    ) -> Result<AllocationResponse, Error> {
-        tower::ServiceExt::oneshot(self, request).await
+    ) -> impl Future<Output = Result<AllocationResponse, Error>> + Send + 'static {
+        tower::ServiceExt::oneshot(self, request)
     }
 }
 
@@ -268,6 +288,63 @@ mod tests {
         }
         assert_eq!(client.stats().timed_out, 20);
         assert_eq!(client.stats().queued, 0);
+    }
+
+    #[tokio::test]
+    async fn detached_client_is_answered_by_hand() {
+        use crate::proto::{BatchResponse, ResponseWrapper, response_wrapper};
+
+        let (client, detached) = ProcessorClient::builder("http://127.0.0.1:9")
+            .max_batch_size(2)
+            .build_detached()
+            .unwrap();
+        // `allocate` borrows the handle only to clone it: its future can be spawned.
+        let calls: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(client.allocate(AllocationRequest::default())))
+            .collect();
+        while client.stats().queued < 2 {
+            tokio::task::yield_now().await;
+        }
+
+        let mut answered = 0;
+        while answered < 3 {
+            let Some(batch) = detached.pull() else {
+                tokio::task::yield_now().await;
+                continue;
+            };
+            assert!(
+                batch.requests.len() <= 2,
+                "a pull takes at most the batch size"
+            );
+            let responses = batch
+                .requests
+                .into_iter()
+                .map(|wrapper| ResponseWrapper {
+                    result: Some(response_wrapper::Result::Response(AllocationResponse {
+                        game_server_name: format!("gs-{}", wrapper.request_id),
+                        ..Default::default()
+                    })),
+                    request_id: wrapper.request_id,
+                })
+                .collect();
+            answered += detached.answer(BatchResponse {
+                batch_id: batch.batch_id,
+                responses,
+            });
+        }
+
+        let mut names = Vec::new();
+        for call in calls {
+            names.push(call.await.unwrap().unwrap().game_server_name);
+        }
+        names.sort();
+        assert_eq!(names, ["gs-0", "gs-1", "gs-2"]);
+        let stats = client.stats();
+        assert_eq!(
+            (stats.batches_sent, stats.requests_sent, stats.answers),
+            (2, 3, 3)
+        );
+        assert_eq!((stats.queued, stats.in_flight), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -119,8 +119,8 @@ pub(crate) async fn answer_all(
 ) -> Vec<ResponseWrapper> {
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(requests.len());
     let mut ids = Vec::with_capacity(requests.len());
-    let mut accepted = Vec::new();
-    let mut seen = HashSet::new();
+    let mut accepted = Vec::with_capacity(requests.len().min(rules.max_batch_size));
+    let repeated = repeated_ids(&requests, rules.max_batch_size);
     for (position, wrapper) in requests.into_iter().enumerate() {
         let checked = if position >= rules.max_batch_size {
             Err(rpc_status(
@@ -129,7 +129,7 @@ pub(crate) async fn answer_all(
             ))
         } else if wrapper.request_id.is_empty() {
             Err(rpc_status(Code::InvalidArgument, "request id is required"))
-        } else if !seen.insert(wrapper.request_id.clone()) {
+        } else if repeated[position] {
             Err(rpc_status(
                 Code::InvalidArgument,
                 "duplicate request id in batch",
@@ -182,6 +182,22 @@ pub(crate) async fn answer_all(
                 request_id,
                 result: Some(result),
             }
+        })
+        .collect()
+}
+
+/// For each request, whether its id already appeared earlier among the first `limit` requests
+/// of the batch. Empty ids and requests from `limit` on are never repeats: they are refused for
+/// their own reasons. The ids are borrowed, not copied.
+fn repeated_ids(requests: &[RequestWrapper], limit: usize) -> Vec<bool> {
+    let mut seen = HashSet::with_capacity(requests.len().min(limit));
+    requests
+        .iter()
+        .enumerate()
+        .map(|(position, wrapper)| {
+            position < limit
+                && !wrapper.request_id.is_empty()
+                && !seen.insert(wrapper.request_id.as_str())
         })
         .collect()
 }
@@ -329,6 +345,19 @@ mod tests {
         let responses = answer_all(echo(), requests, &rules(100)).await;
         assert_eq!(code(&responses[0]), Some(Code::InvalidArgument));
         assert_eq!(game_server(&responses[1]), Some("gs-"));
+    }
+
+    #[test]
+    fn repeats_are_later_copies_of_an_id_within_the_limit() {
+        let requests: Vec<_> = ["a", "", "b", "a", "", "b", "a"]
+            .into_iter()
+            .map(|id| wrapper(id, "ns"))
+            .collect();
+        assert_eq!(
+            repeated_ids(&requests, 6),
+            [false, false, false, true, false, true, false],
+            "the first of each id, empty ids and requests beyond the limit are not repeats"
+        );
     }
 
     #[tokio::test]
