@@ -214,19 +214,31 @@ fn refused(answer: &response_wrapper::Result) -> Option<(Code, &str)> {
 async fn server_message_limit_ends_only_the_stream_that_went_over_it() {
     let limit = 16 * 1024;
     let (handler, address) = serve(builder().max_message_size(limit)).await;
-    let good = client(address, "good").max_message_size(limit).spawn().unwrap();
+    let good = client(address, "good")
+        .max_message_size(limit)
+        .spawn()
+        .unwrap();
     works(&good, 0).await;
 
-    let mut big = RawStream::register(channel(address).await, "big").await.unwrap();
+    let mut big = RawStream::register(channel(address).await, "big")
+        .await
+        .unwrap();
     let oversized = "n".repeat(2 * limit);
     big.send(batch("big", "b1", &[&oversized])).await;
     let status = big.next_answer().await.expect_err("the stream ends");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(status.message().contains("too large"), "{status:?}");
 
-    until("the stream is gone", || handler.connected_clients() == ["good"]).await;
+    until("the stream is gone", || {
+        handler.connected_clients() == ["good"]
+    })
+    .await;
     works(&good, 1).await;
-    assert_eq!(handler.batches_received(), 2, "the oversized batch never arrived");
+    assert_eq!(
+        handler.batches_received(),
+        2,
+        "the oversized batch never arrived"
+    );
 }
 
 #[tokio::test]
@@ -243,7 +255,10 @@ async fn client_refuses_a_request_beyond_its_message_limit_and_splits_batches_be
         .allocate(request("n".repeat(limit)))
         .await
         .expect_err("too large to send");
-    assert!(matches!(error, Error::TooLarge { limit: l, .. } if l == limit), "{error:?}");
+    assert!(
+        matches!(error, Error::TooLarge { limit: l, .. } if l == limit),
+        "{error:?}"
+    );
     assert_eq!(error.code(), Code::InvalidArgument);
 
     // Three requests of 6 KiB: two fit in a message of 16 KiB, the third goes in the next.
@@ -311,7 +326,9 @@ async fn clients_beyond_max_clients_are_refused_alone() {
     // Room again once a client leaves.
     drop(b);
     until("b is gone", || handler.connected_clients() == ["a"]).await;
-    let mut c = RawStream::register(channel(address).await, "c").await.unwrap();
+    let mut c = RawStream::register(channel(address).await, "c")
+        .await
+        .unwrap();
     c.send(batch("c", "b1", &["x"])).await;
     assert_eq!(allocated(&c.next_answer().await.unwrap()[0]), Some("gs-x"));
 }
@@ -321,7 +338,9 @@ async fn requests_beyond_max_batch_size_are_refused_in_their_own_batch() {
     let (_handler, address) = serve(builder().max_batch_size(2)).await;
     let other = client(address, "other").max_batch_size(2).spawn().unwrap();
 
-    let mut big = RawStream::register(channel(address).await, "big").await.unwrap();
+    let mut big = RawStream::register(channel(address).await, "big")
+        .await
+        .unwrap();
     big.send(batch("big", "b1", &["w", "x", "y", "z"])).await;
     let answers = big.next_answer().await.unwrap();
     assert_eq!(allocated(&answers[0]), Some("gs-w"));
@@ -335,7 +354,10 @@ async fn requests_beyond_max_batch_size_are_refused_in_their_own_batch() {
 
     // The same stream goes on, and so does everyone else.
     big.send(batch("big", "b2", &["v"])).await;
-    assert_eq!(allocated(&big.next_answer().await.unwrap()[0]), Some("gs-v"));
+    assert_eq!(
+        allocated(&big.next_answer().await.unwrap()[0]),
+        Some("gs-v")
+    );
     for i in 0..10 {
         works(&other, i).await;
     }
@@ -346,9 +368,13 @@ async fn batches_beyond_max_batches_per_client_are_refused_while_others_allocate
     let (_handler, address) = serve(builder().max_batches_per_client(2)).await;
     let other = client(address, "other").spawn().unwrap();
 
-    let mut flood = RawStream::register(channel(address).await, "flood").await.unwrap();
+    let mut flood = RawStream::register(channel(address).await, "flood")
+        .await
+        .unwrap();
     for batch_id in ["b1", "b2", "b3"] {
-        flood.send(batch("flood", batch_id, &["hang", "hang"])).await;
+        flood
+            .send(batch("flood", batch_id, &["hang", "hang"]))
+            .await;
     }
     let answers = flood.next_answer().await.unwrap();
     assert_eq!(answers.len(), 2);
@@ -400,7 +426,10 @@ async fn a_client_that_does_not_read_fills_only_its_own_outbound_queue() {
     let answers = stuck.next_answer().await.unwrap();
     assert_eq!(allocated(&answers[0]), Some("gs-x"));
     stuck.send(batch("stuck", "b2", &["y"])).await;
-    assert_eq!(allocated(&stuck.next_answer().await.unwrap()[0]), Some("gs-y"));
+    assert_eq!(
+        allocated(&stuck.next_answer().await.unwrap()[0]),
+        Some("gs-y")
+    );
 }
 
 #[tokio::test]
@@ -502,7 +531,10 @@ async fn thousands_of_abandoned_streams_leave_nothing_behind() {
             joined.unwrap();
         }
         // The next wave counts its own streams only once this one's are gone.
-        until("the wave's streams are gone", || handler.open_streams() == 1).await;
+        until("the wave's streams are gone", || {
+            handler.open_streams() == 1
+        })
+        .await;
     }
 
     until("every abandoned stream is gone", || {

@@ -64,8 +64,18 @@ fn entry_len(wrapper_len: usize) -> usize {
 /// The request id written as `request_id`, only if the client writes it so: `01` and `+1`
 /// are not the id `1`, since ids are matched as the strings sent.
 fn parse_id(request_id: &str) -> Option<u64> {
-    let id = request_id.parse::<u64>().ok()?;
-    (id.to_string() == request_id).then_some(id)
+    let canonical = request_id.bytes().all(|b| b.is_ascii_digit())
+        && (request_id == "0" || !request_id.starts_with('0'));
+    if canonical {
+        request_id.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// The length of `id` written in decimal, as it is sent.
+fn id_len(id: u64) -> usize {
+    id.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 /// A request waiting for a pull.
@@ -178,8 +188,10 @@ impl Queue {
         }
         let id = state.next_id;
         // Measured with the id it will be sent with, as in `RequestWrapper`.
-        let wrapper_len =
-            string::encoded_len(1, &id.to_string()) + message::encoded_len(2, &request);
+        let wrapper_len = 1
+            + encoded_len_varint(id_len(id) as u64)
+            + id_len(id)
+            + message::encoded_len(2, &request);
         let entry_len = entry_len(wrapper_len);
         let size = self.limit.overhead.saturating_add(entry_len);
         if size > self.limit.limit {
@@ -422,6 +434,27 @@ mod tests {
         );
         assert!(!queue.answer("not-a-number", Ok(AllocationResponse::default())));
         assert!(receiver.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn ids_are_measured_and_read_back_as_written() {
+        for id in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(id_len(id), id.to_string().len(), "{id}");
+            assert_eq!(parse_id(&id.to_string()), Some(id));
+        }
+        for other in [
+            "",
+            "00",
+            "01",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1a",
+            "18446744073709551616",
+        ] {
+            assert_eq!(parse_id(other), None, "{other:?}");
+        }
     }
 
     #[test]
