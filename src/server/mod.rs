@@ -91,7 +91,6 @@
 //!
 //! - There is no leader election; the user drives the leadership signal. Without one, every
 //!   replica pulls.
-//! - Adaptive pulling ([`Builder::adaptive_pulling`]) has not been benchmarked yet.
 //! - A batch that a client sends during shutdown without having been pulled may be cut off when
 //!   the streams end.
 //! - Upstream's idle-connection limit and minimum client ping interval have no tonic
