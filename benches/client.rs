@@ -14,19 +14,18 @@
 //! ```
 #![allow(missing_docs)]
 
-use std::hint::black_box;
-use std::time::Duration;
+use std::{cell::RefCell, hint::black_box, time::Duration};
 
 use agones_processor::{
     AllocationRequest, AllocationResponse, ProcessorClient,
-    client::Detached,
+    client::StreamHarness,
     proto::{BatchRequest, BatchResponse, ResponseWrapper, response_wrapper},
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// `batch` calls, each in a task of its own as callers make them, pulled as one batch and
 /// answered.
-async fn round(client: &ProcessorClient, processor: &Detached, batch: usize) {
+async fn round(client: &ProcessorClient, processor: &RefCell<StreamHarness>, batch: usize) {
     let request = AllocationRequest {
         namespace: "default".into(),
         ..Default::default()
@@ -39,8 +38,12 @@ async fn round(client: &ProcessorClient, processor: &Detached, batch: usize) {
     while client.stats().queued < batch {
         tokio::task::yield_now().await;
     }
-    let pulled = processor.pull().expect("the calls are queued");
-    assert_eq!(processor.answer(answer(pulled)), batch);
+    {
+        let mut processor = processor.borrow_mut();
+        let pulled = processor.pull().expect("the calls are queued");
+        assert_eq!(pulled.requests.len(), batch);
+        processor.answer(answer(pulled));
+    }
     for call in calls {
         black_box(call.await.expect("no panic").expect("answered"));
     }
@@ -81,6 +84,7 @@ fn client_call(c: &mut Criterion) {
                 .build_detached()
                 .expect("a valid address")
         });
+        let processor = RefCell::new(processor);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(BenchmarkId::new("batch", batch), |b| {
             b.to_async(&runtime)

@@ -12,7 +12,7 @@ use crate::tls::ClientTls;
 
 use super::{
     Batch, BuildError, Driver, ProcessorClient,
-    driver::{Detached, DriverConfig, ShutdownSignal},
+    driver::{DriverConfig, ShutdownSignal, StreamHarness},
     queue::{MessageLimit, Queue},
     service::Inner,
 };
@@ -367,8 +367,9 @@ impl Builder {
         Ok((client, driver))
     }
 
-    /// Builds the client with no driver: nothing connects, nothing pulls, and calls wait until
-    /// the returned [`Detached`] takes them with `pull` and answers them with `answer`.
+    /// Builds the client with no driver: nothing connects, and calls wait until the returned
+    /// [`StreamHarness`] plays the processor: `pull` takes them as the driver does when the
+    /// processor pulls, `answer` routes a batch's answers to their calls.
     ///
     /// For measuring the client's own cost per call without a network; a program that talks to
     /// a processor uses [`build`](Self::build) or [`spawn`](Self::spawn).
@@ -381,11 +382,11 @@ impl Builder {
     ///
     /// As [`Builder::build`].
     #[doc(hidden)]
-    pub fn build_detached(self) -> Result<(ProcessorClient, Detached), BuildError> {
-        let max_batch_size = self.max_batch_size;
+    pub fn build_detached(self) -> Result<(ProcessorClient, StreamHarness), BuildError> {
+        let (max_batch_size, max_message_size) = (self.max_batch_size, self.max_message_size);
         let (client, _driver) = self.build()?;
-        let detached = client.detached(max_batch_size);
-        Ok((client, detached))
+        let harness = client.harness(max_batch_size, max_message_size);
+        Ok((client, harness))
     }
 
     /// Builds the client and spawns its driver on the current tokio runtime; the driver stops

@@ -30,8 +30,8 @@ use super::{
 use crate::{
     HEALTH_SERVICE_NAME,
     proto::{
-        BatchRequest, BatchResponse, ProcessorMessage, processor_client::ProcessorClient,
-        processor_message::Payload, response_wrapper,
+        BatchRequest, BatchResponse, ProcessorMessage, PullRequest,
+        processor_client::ProcessorClient, processor_message::Payload, response_wrapper,
     },
     status::status_from_rpc,
 };
@@ -335,14 +335,13 @@ impl Session {
     }
 }
 
-/// Hands each answer of a batch to the call waiting for it; returns how many found one.
-fn route(queue: &Queue, counters: &Counters, batch: BatchResponse) -> usize {
+/// Hands each answer of a batch to the call waiting for it.
+fn route(queue: &Queue, counters: &Counters, batch: BatchResponse) {
     tracing::debug!(
         batch_id = batch.batch_id,
         size = batch.responses.len(),
         "batch answered"
     );
-    let mut delivered = 0;
     for wrapper in batch.responses {
         let answer = match wrapper.result {
             Some(response_wrapper::Result::Response(response)) => Ok(response),
@@ -355,59 +354,12 @@ fn route(queue: &Queue, counters: &Counters, batch: BatchResponse) -> usize {
         };
         if queue.answer(&wrapper.request_id, answer) {
             counters.answers.fetch_add(1, Relaxed);
-            delivered += 1;
         } else {
             tracing::debug!(
                 request_id = wrapper.request_id,
                 "dropping answer nobody waits for"
             );
         }
-    }
-    delivered
-}
-
-/// A client's queue driven by hand instead of by a [`Driver`]: made by
-/// [`Builder::build_detached`](super::Builder::build_detached).
-///
-/// [`pull`](Self::pull) takes the queued requests as the driver does when the processor pulls,
-/// and [`answer`](Self::answer) routes a batch's answers to their calls as the driver does when
-/// the answer arrives. Nothing crosses a network, so the client's own cost per call (buffer,
-/// batching queue, timeout, routing) can be measured apart from gRPC.
-#[doc(hidden)]
-#[derive(Debug, Clone)]
-pub struct Detached {
-    queue: Queue,
-    counters: Arc<Counters>,
-    max_batch_size: usize,
-}
-
-impl Detached {
-    pub(crate) fn new(queue: Queue, counters: Arc<Counters>, max_batch_size: usize) -> Self {
-        Self {
-            queue,
-            counters,
-            max_batch_size,
-        }
-    }
-
-    /// Answers one pull: takes up to `max_batch_size` queued requests, oldest first, and marks
-    /// them in flight. `None` when nothing is queued, in which case the driver sends nothing.
-    pub fn pull(&self) -> Option<BatchRequest> {
-        self.counters.pulls.fetch_add(1, Relaxed);
-        let requests = self.queue.take_batch(self.max_batch_size);
-        if requests.is_empty() {
-            return None;
-        }
-        let batch_id = self.counters.batches_sent.fetch_add(1, Relaxed).to_string();
-        self.counters
-            .requests_sent
-            .fetch_add(requests.len() as u64, Relaxed);
-        Some(BatchRequest { batch_id, requests })
-    }
-
-    /// Hands each answer of `batch` to the call waiting for it; returns how many found one.
-    pub fn answer(&self, batch: BatchResponse) -> usize {
-        route(&self.queue, &self.counters, batch)
     }
 }
 
@@ -496,8 +448,9 @@ fn certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<Stri
 /// queue and sends it, a batch response ends the calls it answers, anything else is ignored.
 /// Calls are made through the [`Batch`] service it comes with; [`end_stream`] and [`close`] do
 /// to them what a broken stream and a shutdown do. It exists for fuzz targets and property
-/// tests that drive the client with arbitrary message sequences, and is not part of the
-/// supported API.
+/// tests that drive the client with arbitrary message sequences, and for benchmarks of the
+/// client without a network ([`Builder::build_detached`](super::Builder::build_detached)); it
+/// is not part of the supported API.
 ///
 /// [`end_stream`]: Self::end_stream
 /// [`close`]: Self::close
@@ -528,24 +481,58 @@ impl StreamHarness {
             max_batch_size,
             MessageLimit::new(client_id, max_message_size),
         );
+        let harness = Self::over(
+            client_id,
+            queue.clone(),
+            Arc::default(),
+            max_batch_size,
+            max_message_size,
+        );
+        (harness, Batch::new(queue))
+    }
+
+    /// The stream handling of a client whose queue and counters are these.
+    pub(crate) fn over(
+        client_id: &str,
+        queue: Queue,
+        counters: Arc<Counters>,
+        max_batch_size: usize,
+        max_message_size: usize,
+    ) -> Self {
         let (outbound, sent) = mpsc::channel(OUTBOUND_CAPACITY);
         let session = Session {
             client_id: client_id.to_owned(),
             max_batch_size,
             max_message_size,
-            queue: queue.clone(),
-            counters: Arc::default(),
+            queue,
+            counters,
             next_batch_id: 0,
             connected: true,
             idle_timeout: Duration::MAX,
             bearer_token: None,
         };
-        let harness = Self {
+        Self {
             session,
             outbound,
             sent,
-        };
-        (harness, Batch::new(queue))
+        }
+    }
+
+    /// Answers a pull as the driver does: the batch sent, if anything was queued.
+    pub fn pull(&mut self) -> Option<BatchRequest> {
+        let pull = self.session.message(Some(Payload::Pull(PullRequest::default())));
+        self.receive(pull)
+            .into_iter()
+            .find_map(|message| match message.payload {
+                Some(Payload::BatchRequest(batch)) => Some(batch),
+                _ => None,
+            })
+    }
+
+    /// Hands the answers of `batch` to their calls, as the driver does when they arrive.
+    pub fn answer(&mut self, batch: BatchResponse) {
+        let response = self.session.message(Some(Payload::BatchResponse(batch)));
+        self.receive(response);
     }
 
     /// Handles `message` as if it arrived on the stream; returns what the client sent in

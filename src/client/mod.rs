@@ -25,8 +25,6 @@ mod service;
 
 pub use batch::{Batch, ResponseFuture as BatchFuture};
 pub use builder::Builder;
-#[doc(hidden)]
-pub use driver::Detached;
 pub use driver::Driver;
 #[doc(hidden)]
 pub use driver::StreamHarness;

@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use super::{
     Builder, Error, batch,
-    driver::{Counters, Detached},
+    driver::{Counters, StreamHarness},
     queue::Queue,
 };
 use crate::proto::{AllocationRequest, AllocationResponse};
@@ -110,12 +110,14 @@ impl ProcessorClient {
         }
     }
 
-    /// A hand-driven view of this client's queue, for [`Builder::build_detached`].
-    pub(crate) fn detached(&self, max_batch_size: usize) -> Detached {
-        Detached::new(
+    /// The stream handling of this client, driven by hand, for [`Builder::build_detached`].
+    pub(crate) fn harness(&self, max_batch_size: usize, max_message_size: usize) -> StreamHarness {
+        StreamHarness::over(
+            &self.shared.client_id,
             self.shared.queue.clone(),
             Arc::clone(&self.shared.counters),
             max_batch_size,
+            max_message_size,
         )
     }
 
@@ -294,7 +296,7 @@ mod tests {
     async fn detached_client_is_answered_by_hand() {
         use crate::proto::{BatchResponse, ResponseWrapper, response_wrapper};
 
-        let (client, detached) = ProcessorClient::builder("http://127.0.0.1:9")
+        let (client, mut detached) = ProcessorClient::builder("http://127.0.0.1:9")
             .max_batch_size(2)
             .build_detached()
             .unwrap();
@@ -316,7 +318,7 @@ mod tests {
                 batch.requests.len() <= 2,
                 "a pull takes at most the batch size"
             );
-            let responses = batch
+            let responses: Vec<_> = batch
                 .requests
                 .into_iter()
                 .map(|wrapper| ResponseWrapper {
@@ -327,7 +329,8 @@ mod tests {
                     request_id: wrapper.request_id,
                 })
                 .collect();
-            answered += detached.answer(BatchResponse {
+            answered += responses.len();
+            detached.answer(BatchResponse {
                 batch_id: batch.batch_id,
                 responses,
             });
