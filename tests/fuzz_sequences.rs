@@ -97,3 +97,36 @@ fn reaches(target: &str, name: &str, bytes: &[u8]) {
         other => panic!("no fuzz target {other}"),
     }
 }
+
+/// Every input the fuzz targets once failed on (`tests/data/fuzz-regressions/<target>/`)
+/// passes.
+#[test]
+fn fuzz_regressions_pass() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-regressions");
+    let mut replayed = 0;
+    for target in seeds::TARGETS {
+        let Ok(entries) = std::fs::read_dir(root.join(target)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            eprintln!("replaying {}", path.display());
+            without_panics(|| match target {
+                "decode" => wire::check_decode(&bytes),
+                "allocate" => {
+                    wire::check_allocate(&bytes);
+                }
+                "server_sequence" => {
+                    server::run(&bytes);
+                }
+                "client_sequence" => {
+                    client::run(&bytes);
+                }
+                other => panic!("no fuzz target {other}"),
+            });
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "the regressions are found");
+}
