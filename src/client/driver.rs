@@ -520,7 +520,9 @@ impl StreamHarness {
 
     /// Answers a pull as the driver does: the batch sent, if anything was queued.
     pub fn pull(&mut self) -> Option<BatchRequest> {
-        let pull = self.session.message(Some(Payload::Pull(PullRequest::default())));
+        let pull = self
+            .session
+            .message(Some(Payload::Pull(PullRequest::default())));
         self.receive(pull)
             .into_iter()
             .find_map(|message| match message.payload {

@@ -185,6 +185,9 @@ struct Run {
     /// Leadership changed and the pull loop may not have seen it yet: streams opened now may
     /// still be ended by it.
     leadership_changing: bool,
+    /// A stream without a known registration was written bytes the script does not model:
+    /// they may hold a registration, which replaces any stream registered under its id.
+    hidden_registration: bool,
     /// Batches made, for their ids.
     batches: usize,
 }
@@ -308,6 +311,7 @@ impl Run {
             slots: (0..SLOTS).map(|_| None).collect(),
             shutdown: None,
             leadership_changing: false,
+            hidden_registration: false,
             batches: 0,
         }
     }
@@ -360,7 +364,9 @@ impl Run {
                 let bytes = Bytes::copy_from_slice(script.chunk());
                 if let Some(stream) = self.stream(slot) {
                     stream.garbled = true;
+                    let unregistered = stream.registration.is_none();
                     write(stream, bytes).await;
+                    self.hidden_registration |= unregistered;
                 }
             }
             Op::Oversized => {
@@ -517,7 +523,9 @@ impl Run {
             }
         }
         let registration = stream.registration.clone();
+        let hidden = stream.garbled && registration.is_none();
         write(stream, frame(bytes)).await;
+        self.hidden_registration |= hidden;
         // Registering an id that another stream holds replaces one of them, whichever the
         // handler reads first.
         if let Some(id) = registration.filter(|id| !id.is_empty()) {
@@ -541,6 +549,7 @@ impl Run {
     /// Takes everything the slot's stream has sent so far and checks it.
     fn read(&mut self, slot: usize) {
         let shutting_down = self.shutdown.is_some();
+        let hidden_registration = self.hidden_registration;
         let report = &mut self.report;
         let Some(stream) = self.slots[slot].as_mut() else {
             return;
@@ -572,7 +581,7 @@ impl Run {
                 Some(Err(status)) => {
                     report.failed += 1;
                     // Tonic ends the response with the first error.
-                    check_end(stream, &status);
+                    check_end(stream, &status, hidden_registration);
                     stream.outbound = None;
                     stream.ended = true;
                 }
@@ -649,9 +658,9 @@ fn check_refusal(stream: &Stream, status: &Status, shutting_down: bool) {
 }
 
 /// A stream that ended with an error.
-fn check_end(stream: &Stream, status: &Status) {
+fn check_end(stream: &Stream, status: &Status, hidden_registration: bool) {
     let allowed = match status.code() {
-        Code::AlreadyExists => stream.replaced,
+        Code::AlreadyExists => stream.replaced || hidden_registration,
         Code::Unavailable => stream.disturbed,
         Code::OutOfRange => stream.oversized,
         _ => false,
