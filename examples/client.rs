@@ -26,6 +26,8 @@ use agones_processor::{AllocationRequest, ProcessorClient, client::Error, tls::C
 use clap::Parser;
 use tokio::task::JoinSet;
 
+#[path = "stacks/errors.rs"]
+mod errors;
 #[path = "stacks/logging.rs"]
 mod logging;
 use tower::ServiceExt;
@@ -72,7 +74,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     run().await.unwrap_or_else(|error| {
-        report(&*error);
+        errors::report(&*error);
         ExitCode::FAILURE
     })
 }
@@ -147,15 +149,4 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Prints `error` with its sources, which often hold the reason.
-fn report(error: &dyn std::error::Error) {
-    let mut text = format!("error: {error}");
-    let mut source = error.source();
-    while let Some(error) = source {
-        text.push_str(&format!(": {error}"));
-        source = error.source();
-    }
-    eprintln!("{text}");
 }

@@ -27,6 +27,8 @@ use agones_processor::{
     tls::ServerTls,
 };
 
+#[path = "stacks/errors.rs"]
+mod errors;
 #[path = "stacks/logging.rs"]
 mod logging;
 use clap::Parser;
@@ -88,7 +90,7 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            report(&*error);
+            errors::report(&*error);
             ExitCode::FAILURE
         }
     }
@@ -163,15 +165,4 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         processor.requests_received()
     );
     Ok(())
-}
-
-/// Prints `error` with its sources, which often hold the reason.
-fn report(error: &dyn std::error::Error) {
-    let mut text = format!("error: {error}");
-    let mut source = error.source();
-    while let Some(error) = source {
-        text.push_str(&format!(": {error}"));
-        source = error.source();
-    }
-    eprintln!("{text}");
 }

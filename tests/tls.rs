@@ -179,15 +179,20 @@ impl Setup {
     }
 }
 
+/// The processor's TLS with a certificate from `ca`, and mutual TLS when `client_ca` is given.
+fn server_tls(ca: &Ca, client_ca: Option<&Ca>) -> ServerTls {
+    let pem = ca.processor();
+    let tls = ServerTls::from_pem(&pem.certificate, &pem.key).unwrap();
+    match client_ca {
+        Some(client_ca) => tls.client_ca_pem(client_ca.pem()).unwrap(),
+        None => tls,
+    }
+}
+
 /// A processor with TLS, and mutual TLS when `client_ca` is given.
 async fn tls_processor(ca: &Ca, client_ca: Option<&Ca>) -> Processor {
-    let pem = ca.processor();
-    let mut tls = ServerTls::from_pem(&pem.certificate, &pem.key).unwrap();
-    if let Some(client_ca) = client_ca {
-        tls = tls.client_ca_pem(client_ca.pem()).unwrap();
-    }
     Setup {
-        tls: Some(tls),
+        tls: Some(server_tls(ca, client_ca)),
         ..Default::default()
     }
     .start()
@@ -351,13 +356,8 @@ async fn client_refuses_a_processor_it_does_not_trust() {
 async fn certificate_identity_refuses_ids_the_certificate_does_not_name() {
     let ca = Ca::new("processor CA");
     let clients = Ca::new("clients CA");
-    let pem = ca.processor();
-    let tls = ServerTls::from_pem(&pem.certificate, &pem.key)
-        .unwrap()
-        .client_ca_pem(clients.pem())
-        .unwrap();
     let processor = Setup {
-        tls: Some(tls),
+        tls: Some(server_tls(&ca, Some(&clients))),
         certificate_identity: Some(
             CertificateIdentity::new().uri_prefix("spiffe://games.test/allocator/"),
         ),
@@ -454,13 +454,8 @@ async fn bearer_tokens_bind_client_ids() {
 async fn bearer_tokens_over_mutual_tls() {
     let ca = Ca::new("processor CA");
     let clients = Ca::new("clients CA");
-    let pem = ca.processor();
-    let tls = ServerTls::from_pem(&pem.certificate, &pem.key)
-        .unwrap()
-        .client_ca_pem(clients.pem())
-        .unwrap();
     let processor = Setup {
-        tls: Some(tls),
+        tls: Some(server_tls(&ca, Some(&clients))),
         certificate_identity: Some(CertificateIdentity::new()),
         tokens: Some(BearerTokens::new().token("token-a", ClientIds::exact(["allocator-a"]))),
     }
