@@ -178,6 +178,8 @@ impl Queue {
         &self,
         request: AllocationRequest,
     ) -> Result<(u64, oneshot::Receiver<Answer>), Error> {
+        // Measured before taking the lock, which the driver needs for every pull and answer.
+        let request_len = message::encoded_len(2, &request);
         let mut state = self.lock();
         state.reserved -= 1;
         if state.closed {
@@ -188,10 +190,7 @@ impl Queue {
         }
         let id = state.next_id;
         // Measured with the id it will be sent with, as in `RequestWrapper`.
-        let wrapper_len = 1
-            + encoded_len_varint(id_len(id) as u64)
-            + id_len(id)
-            + message::encoded_len(2, &request);
+        let wrapper_len = 1 + encoded_len_varint(id_len(id) as u64) + id_len(id) + request_len;
         let entry_len = entry_len(wrapper_len);
         let size = self.limit.overhead.saturating_add(entry_len);
         if size > self.limit.limit {
