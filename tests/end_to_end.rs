@@ -4,6 +4,9 @@
 //! bytes cross the loopback interface and fire timeouts mid-exchange. Timing behaviour on a
 //! paused clock is tested beside the client's code.
 
+#[path = "support/processor.rs"]
+mod processor;
+
 use std::{
     collections::HashSet,
     convert::Infallible,
@@ -39,17 +42,11 @@ where
     A::Error: Into<BoxError>,
     A::Future: Send,
 {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let processor = ProcessorHandler::builder(allocator)
-        .pull_interval(PULL_INTERVAL)
-        .health_reporter(health_reporter)
-        .build();
-    let server = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(processor.clone().into_server())
-        .serve_with_incoming(agones_processor::server::incoming(listener));
-    let task = tokio::spawn(async move { server.await.expect("server failed") });
-    (processor, task)
+    processor::serve_until(
+        ProcessorHandler::builder(allocator).pull_interval(PULL_INTERVAL),
+        listener,
+        std::future::pending(),
+    )
 }
 
 async fn listen() -> (TcpListener, SocketAddr) {

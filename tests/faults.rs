@@ -9,6 +9,8 @@
 mod ledger;
 // Included by path so that the other loopback tests, which share `support/mod.rs`, do not
 // compile the proxy and its tests.
+#[path = "support/processor.rs"]
+mod processor;
 #[path = "support/proxy.rs"]
 mod proxy;
 
@@ -24,7 +26,6 @@ use agones_processor::{
     server::{Builder, ProcessorHandler},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tower::{BoxError, Service};
 
 use ledger::{Ledger, Outcome};
@@ -58,18 +59,11 @@ where
     A::Error: Into<BoxError>,
     A::Future: Send,
 {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let processor = configure(
-        ProcessorHandler::builder(allocator)
-            .pull_interval(PULL_INTERVAL)
-            .health_reporter(reporter),
+    processor::serve_until(
+        configure(ProcessorHandler::builder(allocator).pull_interval(PULL_INTERVAL)),
+        listener,
+        stop,
     )
-    .build();
-    let server = tonic::transport::Server::builder()
-        .add_routes(processor.routes(health))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
-    let task = tokio::spawn(async move { server.await.expect("server failed") });
-    (processor, task)
 }
 
 /// A listener on `address` (port 0 for a fresh one) that may bind while connections of an

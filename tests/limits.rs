@@ -17,6 +17,9 @@
 //! These run on the real clock with short intervals: a paused clock would move while bytes
 //! cross the loopback interface.
 
+#[path = "support/processor.rs"]
+mod processor;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agones_processor::{
@@ -69,19 +72,6 @@ type Allocator = tower::util::BoxCloneSyncService<AllocationRequest, AllocationR
 fn builder() -> Builder<Allocator> {
     ProcessorHandler::builder(tower::util::BoxCloneSyncService::new(allocator()))
         .pull_interval(PULL_INTERVAL)
-}
-
-/// Serves `builder`'s handler with gRPC health on a fresh loopback port.
-async fn serve(builder: Builder<Allocator>) -> (ProcessorHandler<Allocator>, SocketAddr) {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let handler = builder.health_reporter(reporter).build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = tonic::transport::Server::builder()
-        .add_routes(handler.routes(health))
-        .serve_with_incoming(agones_processor::server::incoming(listener));
-    tokio::spawn(server);
-    (handler, address)
 }
 
 fn client(address: SocketAddr, id: &str) -> agones_processor::client::Builder {
@@ -213,7 +203,7 @@ fn refused(answer: &response_wrapper::Result) -> Option<(Code, &str)> {
 #[tokio::test]
 async fn server_message_limit_ends_only_the_stream_that_went_over_it() {
     let limit = 16 * 1024;
-    let (handler, address) = serve(builder().max_message_size(limit)).await;
+    let (handler, address) = processor::serve(builder().max_message_size(limit)).await;
     let good = client(address, "good")
         .max_message_size(limit)
         .spawn()
@@ -245,7 +235,8 @@ async fn server_message_limit_ends_only_the_stream_that_went_over_it() {
 async fn client_refuses_a_request_beyond_its_message_limit_and_splits_batches_below_it() {
     let limit = 16 * 1024;
     let (leading, leadership) = tokio::sync::watch::channel(false);
-    let (handler, address) = serve(builder().max_message_size(limit).leadership(leadership)).await;
+    let (handler, address) =
+        processor::serve(builder().max_message_size(limit).leadership(leadership)).await;
     let client = client(address, "splitter")
         .max_message_size(limit)
         .spawn()
@@ -282,7 +273,7 @@ async fn client_refuses_a_request_beyond_its_message_limit_and_splits_batches_be
 
 #[tokio::test]
 async fn client_message_limit_breaks_its_own_stream_and_it_reconnects() {
-    let (_handler, address) = serve(builder()).await;
+    let (_handler, address) = processor::serve(builder()).await;
     let small = client(address, "small")
         .max_message_size(8 * 1024)
         .spawn()
@@ -308,7 +299,7 @@ async fn client_message_limit_breaks_its_own_stream_and_it_reconnects() {
 
 #[tokio::test]
 async fn clients_beyond_max_clients_are_refused_alone() {
-    let (handler, address) = serve(builder().max_clients(2)).await;
+    let (handler, address) = processor::serve(builder().max_clients(2)).await;
     let a = client(address, "a").spawn().unwrap();
     let b = client(address, "b").spawn().unwrap();
     works(&a, 0).await;
@@ -335,7 +326,7 @@ async fn clients_beyond_max_clients_are_refused_alone() {
 
 #[tokio::test]
 async fn requests_beyond_max_batch_size_are_refused_in_their_own_batch() {
-    let (_handler, address) = serve(builder().max_batch_size(2)).await;
+    let (_handler, address) = processor::serve(builder().max_batch_size(2)).await;
     let other = client(address, "other").max_batch_size(2).spawn().unwrap();
 
     let mut big = RawStream::register(channel(address).await, "big")
@@ -365,7 +356,7 @@ async fn requests_beyond_max_batch_size_are_refused_in_their_own_batch() {
 
 #[tokio::test]
 async fn batches_beyond_max_batches_per_client_are_refused_while_others_allocate() {
-    let (_handler, address) = serve(builder().max_batches_per_client(2)).await;
+    let (_handler, address) = processor::serve(builder().max_batches_per_client(2)).await;
     let other = client(address, "other").spawn().unwrap();
 
     let mut flood = RawStream::register(channel(address).await, "flood")
@@ -394,7 +385,7 @@ async fn batches_beyond_max_batches_per_client_are_refused_while_others_allocate
 
 #[tokio::test]
 async fn a_client_that_does_not_read_fills_only_its_own_outbound_queue() {
-    let (handler, address) = serve(
+    let (handler, address) = processor::serve(
         builder()
             .pull_interval(Duration::from_millis(2))
             .outbound_capacity(2),
@@ -434,7 +425,7 @@ async fn a_client_that_does_not_read_fills_only_its_own_outbound_queue() {
 
 #[tokio::test]
 async fn a_full_client_sheds_or_waits_alone() {
-    let (_handler, address) = serve(builder()).await;
+    let (_handler, address) = processor::serve(builder()).await;
     let other = client(address, "other").spawn().unwrap();
     // Nothing listens here, so nothing is ever pulled: the queue and the buffer fill.
     let nowhere = TcpListener::bind("127.0.0.1:0")
@@ -502,7 +493,7 @@ async fn thousands_of_abandoned_streams_leave_nothing_behind() {
     const PER_WAVE: usize = 250;
     const CONNECTIONS: usize = 8;
 
-    let (handler, address) = serve(builder()).await;
+    let (handler, address) = processor::serve(builder()).await;
     let mut channels = Vec::new();
     for _ in 0..CONNECTIONS {
         channels.push(channel(address).await);

@@ -4,6 +4,9 @@
 //! These run on the real clock with a short pull interval: a paused clock would move while
 //! bytes cross the loopback interface and fire the layers' timers mid-exchange.
 
+#[path = "support/processor.rs"]
+mod processor;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,32 +16,20 @@ use std::time::{Duration, Instant};
 use agones_processor::allocator::{BatchOutcome, ConcurrentBatch};
 use agones_processor::client::Error;
 use agones_processor::server::record::{OutcomeStats, RecordLayer};
-use agones_processor::server::{Builder, ProcessorHandler, recommended_server};
+use agones_processor::server::{Builder, ProcessorHandler};
 use agones_processor::{AllocationRequest, AllocationResponse, ProcessorClient};
-use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tonic::Code;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 
 const PULL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Serves `builder`'s handler next to a health service on a fresh loopback port.
+/// Serves `builder`'s handler, pulling every [`PULL_INTERVAL`], on a fresh loopback port.
 async fn serve<A>(builder: Builder<A>) -> (ProcessorHandler<A>, SocketAddr)
 where
     A: Clone + Send + Sync + 'static,
 {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let processor = builder
-        .pull_interval(PULL_INTERVAL)
-        .health_reporter(reporter)
-        .build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = recommended_server()
-        .add_routes(processor.routes(health))
-        .serve_with_incoming(agones_processor::server::incoming(listener));
-    tokio::spawn(async move { server.await.expect("server failed") });
-    (processor, address)
+    processor::serve(builder.pull_interval(PULL_INTERVAL)).await
 }
 
 fn client(address: SocketAddr, id: &str) -> ProcessorClient {

@@ -1,6 +1,8 @@
 //! What the loopback tests of the stacked examples share: a processor over a small fleet, and
 //! processor clients.
 
+mod processor;
+
 use std::{net::SocketAddr, time::Duration};
 
 use agones_processor::{
@@ -16,16 +18,9 @@ use tokio::{net::TcpListener, task::JoinHandle};
 pub(crate) async fn start_processor() -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let processor = ProcessorHandler::builder(Fleet::new(demo_fleet(2, 10)))
-        .pull_interval(Duration::from_millis(20))
-        .health_reporter(health_reporter)
-        .build();
-    let server = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(processor.into_server())
-        .serve_with_incoming(agones_processor::server::incoming(listener));
-    let task = tokio::spawn(async move { server.await.expect("processor failed") });
+    let builder = ProcessorHandler::builder(Fleet::new(demo_fleet(2, 10)))
+        .pull_interval(Duration::from_millis(20));
+    let (_processor, task) = processor::serve_until(builder, listener, std::future::pending());
     (address, task)
 }
 
