@@ -247,6 +247,9 @@ async fn main() -> Result<ExitCode, BoxError> {
         print!("{unary}");
         print_ratios(&batched, unary);
     }
+    if args.quick {
+        println!("quick mode: small numbers to check that everything works; not a measurement");
+    }
     match memory_kib("VmHWM") {
         Some(peak) => println!("peak memory (VmHWM)    {}", mib(peak)),
         None => println!("peak memory (VmHWM)    unavailable"),

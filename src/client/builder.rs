@@ -268,7 +268,8 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// The processor address is not a valid URI; it is `https://` without TLS configured, or
+    /// The processor address is not a valid URI or does not start with `http://` or
+    /// `https://`; it is `https://` without TLS configured, or
     /// TLS is configured for an address that is not `https://`; rustls refuses the TLS
     /// configuration; the bearer token is not visible ASCII.
     ///
@@ -285,7 +286,11 @@ impl Builder {
         let address = self.processor_address;
         let endpoint =
             Endpoint::from_shared(address.clone()).map_err(BuildError::InvalidAddress)?;
-        let https = endpoint.uri().scheme_str() == Some("https");
+        let https = match endpoint.uri().scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(BuildError::UnknownScheme { address }),
+        };
         #[cfg(feature = "tls")]
         let endpoint = match self.tls {
             Some(tls) if https => endpoint

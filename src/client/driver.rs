@@ -175,7 +175,7 @@ async fn run(config: DriverConfig) {
                     (status, failed)
                 });
                 // Log a failure once, not once per retry, while it keeps recurring.
-                let text = error.to_string();
+                let text = with_sources(error.as_ref());
                 let repeated = last_failure.as_deref() == Some(text.as_str());
                 match (refused, repeated) {
                     (Some((status, failed)), false) => tracing::warn!(
@@ -187,9 +187,11 @@ async fn run(config: DriverConfig) {
                     (Some((status, failed)), true) => {
                         tracing::debug!(code = ?status.code(), failed, "processor still refuses");
                     }
-                    (None, false) => {
-                        tracing::warn!(error = %text, "processor unreachable, retrying")
-                    }
+                    (None, false) => tracing::warn!(
+                        address = %config.endpoint.uri(),
+                        error = %text,
+                        "processor unreachable, retrying"
+                    ),
                     (None, true) => tracing::debug!(error = %text, "processor still unreachable"),
                 }
                 last_failure = Some(text);
@@ -563,17 +565,42 @@ impl StreamHarness {
     }
 }
 
+/// `error` and each of its sources, on one line: transport errors keep their cause there.
+fn with_sources(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(error) = source {
+        let next = error.to_string();
+        // Some errors repeat their source in their own message.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = error.source();
+    }
+    text
+}
+
 /// Succeeds when the processor reports itself serving.
 async fn check_health(
     channel: Channel,
     request: tonic::Request<HealthCheckRequest>,
 ) -> Result<(), BoxError> {
     let mut health = HealthClient::new(channel);
-    let status = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, health.check(request))
+    let answer = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, health.check(request))
         .await
-        .map_err(|_| "health check timed out")??
-        .into_inner()
-        .status();
+        .map_err(|_| "health check timed out")?;
+    let status = match answer {
+        Ok(response) => response.into_inner().status(),
+        Err(status) if status.code() == Code::NotFound => {
+            return Err(format!(
+                "the processor has no health status for service {HEALTH_SERVICE_NAME:?}: \
+                 was its handler built with a health reporter?"
+            )
+            .into());
+        }
+        Err(status) => return Err(status.into()),
+    };
     if status != ServingStatus::Serving {
         return Err(format!("processor health is {}", status.as_str_name()).into());
     }
@@ -583,6 +610,53 @@ async fn check_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_processor_without_health_status_is_named_as_such() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // A health service nobody reports to: what a handler built without a reporter serves.
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let server = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(crate::server::incoming(listener));
+        let server = tokio::spawn(server);
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let request = tonic::Request::new(HealthCheckRequest {
+            service: HEALTH_SERVICE_NAME.to_owned(),
+        });
+        let error = check_health(channel, request).await.unwrap_err();
+        assert!(
+            error.to_string().contains("built with a health reporter"),
+            "{error}"
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn errors_are_logged_with_their_sources() {
+        #[derive(Debug)]
+        struct Transport(std::io::Error);
+        impl fmt::Display for Transport {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("transport error")
+            }
+        }
+        impl std::error::Error for Transport {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            with_sources(&Transport(refused)),
+            "transport error: refused"
+        );
+    }
 
     #[test]
     fn refusals_by_status_code() {

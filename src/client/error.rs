@@ -91,6 +91,11 @@ impl From<Error> for tonic::Status {
 pub enum BuildError {
     /// The processor address is not a valid URI.
     InvalidAddress(tonic::transport::Error),
+    /// The processor address does not start with `http://` or `https://`.
+    UnknownScheme {
+        /// The address as given.
+        address: String,
+    },
     /// The address is `https://` but no TLS configuration was given, or TLS was configured
     /// for an address that is not `https://`, which would connect in the clear.
     SchemeMismatch {
@@ -108,7 +113,11 @@ pub enum BuildError {
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::InvalidAddress(error) => write!(f, "invalid processor address: {error}"),
+            Self::InvalidAddress(_) => f.write_str("the processor address is not a valid URI"),
+            Self::UnknownScheme { address } => write!(
+                f,
+                "the processor address {address:?} must start with http:// or https://"
+            ),
             Self::SchemeMismatch { address, tls: true } => write!(
                 f,
                 "TLS is configured but the processor address {address:?} is not https://"
@@ -120,7 +129,7 @@ impl fmt::Display for BuildError {
                 f,
                 "the processor address {address:?} is https:// but no TLS is configured"
             ),
-            Self::Tls(error) => write!(f, "invalid TLS configuration: {error}"),
+            Self::Tls(_) => f.write_str("invalid TLS configuration"),
             Self::InvalidToken => f.write_str("the bearer token must be visible ASCII"),
         }
     }
@@ -130,7 +139,7 @@ impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::InvalidAddress(error) | Self::Tls(error) => Some(error),
-            Self::SchemeMismatch { .. } | Self::InvalidToken => None,
+            Self::UnknownScheme { .. } | Self::SchemeMismatch { .. } | Self::InvalidToken => None,
         }
     }
 }

@@ -293,6 +293,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn addresses_without_a_scheme_or_not_uris_are_refused() {
+        use std::error::Error as _;
+
+        let error = ProcessorClient::builder("127.0.0.1:9090")
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            r#"the processor address "127.0.0.1:9090" must start with http:// or https://"#
+        );
+        let error = ProcessorClient::builder("not a uri").build().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the processor address is not a valid URI"
+        );
+        assert!(
+            error.source().is_some(),
+            "the parser's reason is the source"
+        );
+    }
+
+    #[tokio::test]
     async fn detached_client_is_answered_by_hand() {
         use crate::proto::{BatchResponse, ResponseWrapper, response_wrapper};
 
