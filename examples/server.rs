@@ -155,8 +155,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut server = server.layer(tower::util::option_layer(layer));
     server
         .add_routes(processor.routes(health_service))
-        .serve_with_shutdown(args.addr, async {
-            let _ = tokio::signal::ctrl_c().await;
+        .serve_with_shutdown(args.addr, {
+            // Ctrl-C: stop pulling, answer the batches in flight, end the streams.
+            let processor = processor.clone();
+            async move {
+                let _ = tokio::signal::ctrl_c().await;
+                processor.shutdown(Duration::from_secs(10)).await;
+            }
         })
         .await?;
     println!(
