@@ -158,6 +158,21 @@ fn launch(
         .collect()
 }
 
+/// One client per [`CLIENTS`], with ids `allocator-0`, `allocator-1`, ...
+fn clients(uri: &str, allocation_timeout: Duration) -> Vec<ProcessorClient> {
+    (0..CLIENTS)
+        .map(|c| client(uri, &format!("allocator-{c}"), allocation_timeout))
+        .collect()
+}
+
+/// `count` calls through each of `clients`, recorded in the ledger under each client's id.
+fn launch_all(ledger: &Ledger, clients: &[ProcessorClient], count: usize) -> Vec<JoinHandle<()>> {
+    clients
+        .iter()
+        .flat_map(|client| launch(ledger, client.client_id(), client, count))
+        .collect()
+}
+
 /// Makes `count` calls through `client` and drops them once the client queued them all; the
 /// caller ensures the client has no stream to send them on meanwhile.
 async fn drop_unsent(ledger: &Ledger, id: &str, client: &ProcessorClient, count: usize) {
@@ -218,14 +233,9 @@ async fn server_killed_while_a_batch_is_in_flight() {
     let server = ServerProcess::start(loopback(), allocator).await;
     let uri = format!("http://{}", server.address);
     let timeout = Duration::from_secs(2);
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| client(&uri, &format!("allocator-{c}"), timeout))
-        .collect();
+    let clients = clients(&uri, timeout);
 
-    let mut calls = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    let calls = launch_all(&ledger, &clients, CALLS);
     eventually("a batch is being allocated", || {
         ledger.allocator_calls() > 0
     })
@@ -279,14 +289,9 @@ async fn server_restarted_with_new_state_at_the_same_address() {
     .await;
     let address = first.address;
     let uri = format!("http://{address}");
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| client(&uri, &format!("allocator-{c}"), Duration::from_secs(5)))
-        .collect();
+    let clients = clients(&uri, Duration::from_secs(5));
 
-    let mut calls = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    let calls = launch_all(&ledger, &clients, CALLS);
     join(calls).await;
     first.kill().await;
 
@@ -294,10 +299,7 @@ async fn server_restarted_with_new_state_at_the_same_address() {
     for (c, client) in clients.iter().enumerate() {
         drop_unsent(&ledger, &format!("allocator-{c}"), client, 20).await;
     }
-    let mut calls = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    let calls = launch_all(&ledger, &clients, CALLS);
     let second = ServerProcess::start(
         address,
         ledger.allocator("second", fleet(5), Duration::ZERO),
@@ -515,19 +517,8 @@ async fn leadership_moves_between_two_replicas_behind_one_address() {
         std::future::pending(),
     );
 
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            client(
-                &proxy.uri(),
-                &format!("allocator-{c}"),
-                Duration::from_secs(4),
-            )
-        })
-        .collect();
-    let mut calls = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    let clients = clients(&proxy.uri(), Duration::from_secs(4));
+    let mut calls = launch_all(&ledger, &clients, CALLS);
     eventually("replica a allocates", || ledger.allocated_by("a") > 0).await;
 
     // The handover: a steps down, the address now leads to b, b takes the lead, and a shuts
@@ -539,9 +530,7 @@ async fn leadership_moves_between_two_replicas_behind_one_address() {
     let _ = stop_a.send(());
     server_a.await.unwrap();
 
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    calls.extend(launch_all(&ledger, &clients, CALLS));
     join(calls).await;
 
     let counts = ledger.verify();
@@ -575,19 +564,8 @@ async fn half_closed_slow_link_is_replaced() {
     );
     // A slow link: every chunk waits, both ways.
     proxy.set_delay(Duration::from_millis(10));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            client(
-                &proxy.uri(),
-                &format!("allocator-{c}"),
-                Duration::from_secs(3),
-            )
-        })
-        .collect();
-    let mut calls = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    let clients = clients(&proxy.uri(), Duration::from_secs(3));
+    let mut calls = launch_all(&ledger, &clients, CALLS);
     eventually("a batch is being allocated", || {
         ledger.allocator_calls() > 0
     })
@@ -600,9 +578,7 @@ async fn half_closed_slow_link_is_replaced() {
         proxy.accepted() == 2 * CLIENTS
     })
     .await;
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    calls.extend(launch_all(&ledger, &clients, CALLS));
     join(calls).await;
 
     let counts = ledger.verify();
@@ -633,13 +609,8 @@ async fn black_holed_connection_is_detected_and_replaced() {
         std::future::pending(),
     );
     let timeout = Duration::from_secs(2);
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| client(&proxy.uri(), &format!("allocator-{c}"), timeout))
-        .collect();
-    let mut calls = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    let clients = clients(&proxy.uri(), timeout);
+    let calls = launch_all(&ledger, &clients, CALLS);
     join(calls).await;
 
     // Nothing crosses the connections any more and nothing ends them; the calls made now can
@@ -650,10 +621,7 @@ async fn black_holed_connection_is_detected_and_replaced() {
     for (c, client) in clients.iter().enumerate() {
         drop_unsent(&ledger, &format!("allocator-{c}"), client, 20).await;
     }
-    let mut calls = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    let calls = launch_all(&ledger, &clients, CALLS);
     join(calls).await;
     let replaced = tokio::time::timeout(Duration::from_secs(5), async {
         while proxy.accepted() < 2 * CLIENTS {
@@ -661,11 +629,7 @@ async fn black_holed_connection_is_detected_and_replaced() {
         }
     })
     .await;
-    let mut late = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        late.extend(launch(&ledger, &format!("allocator-{c}"), client, 10));
-    }
-    join(late).await;
+    join(launch_all(&ledger, &clients, 10)).await;
 
     let counts = ledger.verify();
     report("black hole", &counts);
@@ -705,19 +669,8 @@ async fn clients_follow_the_leader_when_the_old_one_stays_up_as_standby() {
         |builder| builder.leadership(leading_b),
         std::future::pending(),
     );
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            client(
-                &proxy.uri(),
-                &format!("allocator-{c}"),
-                Duration::from_secs(3),
-            )
-        })
-        .collect();
-    let mut calls = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    let clients = clients(&proxy.uri(), Duration::from_secs(3));
+    let calls = launch_all(&ledger, &clients, CALLS);
     join(calls).await;
 
     // As under a lease: a loses it and stays up, ready to lead again; b leads, and the
@@ -725,10 +678,7 @@ async fn clients_follow_the_leader_when_the_old_one_stays_up_as_standby() {
     lead_a.send_replace(false);
     proxy.set_upstream(address_b);
     lead_b.send_replace(true);
-    let mut calls = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        calls.extend(launch(&ledger, &format!("allocator-{c}"), client, CALLS));
-    }
+    let calls = launch_all(&ledger, &clients, CALLS);
     join(calls).await;
 
     let counts = ledger.verify();
