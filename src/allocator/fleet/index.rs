@@ -253,11 +253,12 @@ impl StateIndex {
             return;
         }
         let old = (node.rank, node_name.to_owned());
-        let new = (rank, node_name.to_owned());
         node.rank = rank;
+        // The filed name moves to its new place: no copy of it per ranking.
         let refile = |ranking: &mut Ranking| {
-            ranking.nodes.remove(&old);
-            ranking.nodes.insert(new.clone());
+            if let Some((_, name)) = ranking.nodes.take(&old) {
+                ranking.nodes.insert((rank, name));
+            }
         };
         refile(&mut self.all);
         for (key, values) in &node.by_label {
